@@ -1,0 +1,124 @@
+"""Result store: one JSON record per run under data/results/<profile>/<task>/<config hash>.json.
+
+Records are written atomically (temp file + rename) and only when a run has finished, so an interrupted run
+leaves nothing behind and is simply redone. A finished run is reused unless forced. A record that cannot be
+read, or whose config does not match its name, is reported with the file's path, never silently reused.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+
+from .config import RunConfig, RunResult
+from .errors import FewdimsError
+
+ROOT = Path(__file__).resolve().parents[2]
+RECORD_FORMAT = 1
+
+
+class CorruptRecordError(FewdimsError):
+    pass
+
+
+def results_root() -> Path:
+    return Path(os.environ.get("FEWDIMS_RESULTS", ROOT / "data" / "results"))
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment() -> dict:
+    import accelerate
+    import torch
+    import transformers
+
+    return {
+        "python": platform.python_version(), "platform": platform.platform(), "machine": platform.machine(),
+        "processor": platform.processor() or None, "cpu_count": os.cpu_count(),
+        "torch": torch.__version__, "transformers": transformers.__version__, "accelerate": accelerate.__version__,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "commit": git_commit(),
+    }
+
+
+class ResultStore:
+    def __init__(self, profile: str, root: str | os.PathLike | None = None):
+        if not isinstance(profile, str) or not profile or "/" in profile or profile.startswith("."):
+            raise FewdimsError(f"profile must be a plain name such as 'cpu' or 'smoke', got {profile!r}")
+        self.profile = profile
+        self.root = Path(root) if root is not None else results_root()
+        self.dir = self.root / profile
+
+    def path(self, config: RunConfig) -> Path:
+        return self.dir / config.task / f"{config.key()}.json"
+
+    def load(self, config: RunConfig) -> dict | None:
+        """The finished record of `config`, or None if it was never finished."""
+        path = self.path(config)
+        if not path.exists():
+            return None
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise CorruptRecordError(f"result record {path} is corrupt ({err}); delete it or re-run with "
+                                     "force=True to recompute it") from err
+        if not isinstance(record, dict) or record.get("key") != config.key() or "metrics" not in record:
+            raise CorruptRecordError(f"result record {path} does not belong to this config or is incomplete; "
+                                     "delete it or re-run with force=True to recompute it")
+        return record
+
+    def save(self, result: RunResult) -> dict:
+        record = {
+            "format": RECORD_FORMAT, "key": result.config.key(), "label": result.config.label(),
+            "profile": self.profile, "config": result.config.to_dict(), "metrics": result.metrics,
+            "history": result.history, "timings": result.timings, "data": result.data, "extra": result.extra,
+            "environment": environment(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        path = self.path(result.config)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        tmp.write_text(json.dumps(record, indent=1, sort_keys=True, default=_jsonable))
+        os.replace(tmp, path)  # atomic: a reader sees the old record or the new one, never half of one
+        return record
+
+    def records(self, task: str | None = None) -> list[dict]:
+        """Every finished record of this profile (optionally one task); corrupt ones raise."""
+        pattern = f"{task}/*.json" if task else "*/*.json"
+        out = []
+        for path in sorted(self.dir.glob(pattern)):
+            try:
+                out.append(json.loads(path.read_text()))
+            except json.JSONDecodeError as err:
+                raise CorruptRecordError(f"result record {path} is corrupt ({err}); delete it and re-run") from err
+        return out
+
+    def run(self, config: RunConfig, glue_dir=None, *, force: bool = False, **train_kwargs) -> dict:
+        """Return the stored record of `config`, computing (and storing) it first if needed."""
+        if not force:
+            record = self.load(config)
+            if record is not None:
+                return record
+        from .train import train
+
+        return self.save(train(config, glue_dir, **train_kwargs))
+
+
+def _jsonable(obj):
+    import numpy as np
+
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"cannot store {type(obj).__name__} in a result record")
