@@ -83,11 +83,23 @@ class ResultStore:
             "history": result.history, "timings": result.timings, "data": result.data, "extra": result.extra,
             "environment": environment(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
-        path = self.path(result.config)
+        self._write(self.path(result.config), record)
+        return record
+
+    @staticmethod
+    def _write(path: Path, record: dict) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
         tmp.write_text(json.dumps(record, indent=1, sort_keys=True, default=_jsonable))
         os.replace(tmp, path)  # atomic: a reader sees the old record or the new one, never half of one
+
+    def update_extra(self, config: RunConfig, extra: dict) -> dict:
+        """Merge analyses computed later (from cached weights) into a finished record, atomically."""
+        record = self.load(config)
+        if record is None:
+            raise FewdimsError(f"no finished record for {config.label()} to add analyses to")
+        record["extra"] = {**record.get("extra", {}), **extra}
+        self._write(self.path(config), record)
         return record
 
     def records(self, task: str | None = None) -> list[dict]:

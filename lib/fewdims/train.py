@@ -235,7 +235,8 @@ def train(config: RunConfig, glue_dir=None, *, keep_model: bool = False, analyse
     if bar is not None:
         bar.close()
 
-    context = {"config": config, "accelerator": accelerator, "eval": eval_enc, "pad_id": pad_id, "task": task}
+    context = {"config": config, "accelerator": accelerator, "eval": eval_enc, "pad_id": pad_id, "task": task,
+               "tokenizer": tokenizer}
     extra = {}
     for analysis in analyses:
         extra.update(analysis(inner, context))

@@ -1,0 +1,220 @@
+"""Analyses computed while a fine-tuned model's weights are in memory (or reloaded from the local cache).
+
+Each `*_analysis(...)` returns a callable `(model, context) -> dict` for `train(analyses=...)`; the dicts land in
+the result record's `extra`, so notebooks read small arrays and scores, never weights:
+- `layer_analysis`: CKA between every pair of layers (pretrained and fine-tuned) and layer dropping (the
+  fine-tuned head on the bottom i layers, no re-tuning) — Phang, Liu & Bowman (2021).
+- `masking_analysis`: only k dims reach the head at inference, on the normally fine-tuned model.
+- `pair_scan_analysis`: every pair of CLS dimensions scored by a two-feature classifier.
+- `retention_analysis`: after B, task A's old head put back on the backbone (forgetting).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .batching import collate, encode, sorted_batches
+from .cka import cka_between, cka_matrix
+from .data import load_split
+from .heads import Head, pool
+from .metrics import compute_metrics, main_metric
+from .tasks import get_task
+
+
+def _examples(n_rows: int, n: int) -> np.ndarray:
+    """A fixed subset of dev examples (the same for every model of a task) for representation analyses."""
+    return np.sort(np.random.default_rng(0).permutation(n_rows)[:min(n, n_rows)])
+
+
+@torch.inference_mode()
+def layer_outputs(model, encoded, accelerator, pad_id: int, keep: np.ndarray, representations=("cls", "mean")):
+    """One pass over `encoded` with every hidden state: head predictions per layer (layer dropping) and, for
+    the examples in `keep`, each layer's representations. Returns (preds[layer] array, reps[rep][layer] array)."""
+    model.eval()
+    keep_set = np.zeros(len(encoded), dtype=bool)
+    keep_set[keep] = True
+    preds, reps = None, {r: None for r in representations}
+    for index in sorted_batches(encoded.lengths, 128):
+        batch = {k: v.to(accelerator.device) for k, v in collate(encoded, index, pad_id).items()}
+        with accelerator.autocast():
+            hidden = model.hidden_states(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
+                                         all_layers=True)
+            outs = [model.head(model.features(batch["input_ids"], batch["attention_mask"], hidden=h)).float()
+                    for h in hidden]
+        if preds is None:
+            preds = [np.zeros(len(encoded), dtype=np.float32) for _ in hidden]
+            for r in reps:
+                reps[r] = [np.zeros((len(encoded), hidden[0].shape[-1]), dtype=np.float32) for _ in hidden]
+        rows = batch["index"].cpu().numpy()
+        for layer, out in enumerate(outs):
+            preds[layer][rows] = (out.squeeze(-1) if out.shape[-1] == 1 else out.argmax(-1)).cpu().numpy()
+            for r in reps:
+                vec = pool(hidden[layer], batch["input_ids"], batch["attention_mask"], r, (), True).float()
+                reps[r][layer][rows] = vec.cpu().numpy()
+    return preds, {r: [x[keep] for x in v] for r, v in reps.items()}
+
+
+def _varying(reps) -> list[int]:
+    """Layers whose representation varies across examples: the embedding layer's [CLS] vector is the same for
+    every input (same token, position and segment), and CKA is undefined (0/0) for a constant matrix."""
+    return [i for i, r in enumerate(reps) if float(np.var(r, axis=0).sum()) > 1e-12]
+
+
+def safe_cka_matrix(reps, debiased=False) -> np.ndarray:
+    """cka_matrix with NaN rows/columns for constant layers."""
+    ok = _varying(reps)
+    out = np.full((len(reps), len(reps)), np.nan)
+    out[np.ix_(ok, ok)] = cka_matrix([reps[i] for i in ok], debiased)
+    return out
+
+
+def safe_cka_pairs(reps_a, reps_b, debiased=False) -> np.ndarray:
+    """CKA between layer l of model a and layer l of model b; NaN where either is constant."""
+    ok = sorted(set(_varying(reps_a)) & set(_varying(reps_b)))
+    out = np.full(len(reps_a), np.nan)
+    if ok:
+        out[ok] = cka_between([reps_a[i] for i in ok], [reps_b[i] for i in ok], debiased)
+    return out
+
+
+def _pretrained_reps(config, encoded, accelerator, pad_id, keep, representations):
+    from .heads import Classifier
+    from .models import load_backbone
+
+    backbone, _ = load_backbone(config.model)
+    backbone.to(accelerator.device)
+    probe = Classifier(backbone, Head(backbone.config.hidden_size, 1), "cls")
+    _, reps = layer_outputs(probe, encoded, accelerator, pad_id, keep, representations)
+    return reps
+
+
+def _nan_to_none(a: np.ndarray) -> list:
+    """JSON has no NaN: undefined entries are stored as null."""
+    return [_nan_to_none(x) if isinstance(x, np.ndarray) else (None if np.isnan(x) else float(x)) for x in a]
+
+
+def layer_analysis(n_examples: int, representations=("cls", "mean"), debiased: bool = False):
+    def run(model, context):
+        task, split = context["task"], (context["config"].eval_splits or context["task"].eval_splits)[0]
+        encoded, acc, pad_id = context["eval"][split], context["accelerator"], context["pad_id"]
+        keep = _examples(len(encoded), n_examples)
+        preds, reps = layer_outputs(model, encoded, acc, pad_id, keep, representations)
+        pre = _pretrained_reps(context["config"], encoded, acc, pad_id, keep, representations)
+        out = {"params": {"n_examples": int(len(keep)), "requested": n_examples,
+                          "representations": list(representations),
+                          "debiased": debiased, "split": split},
+               "layer_drop": [compute_metrics(task.name, p, encoded.labels) for p in preds]}
+        for r in representations:
+            out[r] = {"finetuned": _nan_to_none(safe_cka_matrix(reps[r], debiased)),
+                      "pretrained": _nan_to_none(safe_cka_matrix(pre[r], debiased)),
+                      "pretrained_vs_finetuned": _nan_to_none(safe_cka_pairs(pre[r], reps[r], debiased))}
+        return {"layers": out}
+    run.satisfied_by = lambda extra: extra.get("layers", {}).get("params", {}).get("n_examples") is not None and \
+        extra["layers"]["params"]["representations"] == list(representations) and \
+        extra["layers"]["params"]["debiased"] == debiased and extra["layers"]["params"]["requested"] == n_examples
+    return run
+
+
+@torch.inference_mode()
+def _head_inputs(model, encoded, acc, pad_id):
+    from .train import compute_features
+    return compute_features(model, encoded, acc, pad_id)
+
+
+def masking_analysis(dim_sets: list[list[int]]):
+    """Scores when only `dims` of the CLS vector reach the (unchanged) fine-tuned linear head."""
+    def run(model, context):
+        task = context["task"]
+        out = {}
+        for split, encoded in context["eval"].items():
+            feats = _head_inputs(model, encoded, context["accelerator"], context["pad_id"]).to(
+                model.head.first.weight.device)
+            scores = []
+            for dims in dim_sets:
+                mask = torch.zeros(feats.shape[1], device=feats.device)
+                mask[list(dims)] = 1.0
+                logits = model.head(feats * mask).float()  # eval mode: no dropout; zeroed inputs = masked weights
+                pred = logits.squeeze(-1) if logits.shape[-1] == 1 else logits.argmax(-1)
+                scores.append({"dims": list(dims), **compute_metrics(task.name, pred.cpu().numpy(), encoded.labels)})
+            out[split] = scores
+        return {"inference_masking": out}
+    wanted = {tuple(d) for d in dim_sets}
+    run.satisfied_by = lambda extra: all(
+        wanted <= {tuple(row["dims"]) for row in rows} for rows in extra.get("inference_masking", {"": []}).values())
+    return run
+
+
+def pair_scan_analysis(glue_dir, top: int = 200):
+    """Every pair of CLS dims of the fine-tuned model, scored by a two-feature classifier fit on the train
+    subset's features and evaluated on the first evaluation split."""
+    def run(model, context):
+        from .scan import scan_pairs
+
+        config, task = context["config"], context["task"]
+        split = (config.eval_splits or task.eval_splits)[0]
+        train = load_split(task.name, config.train_split, glue_dir).subset(config.train_size, config.data_seed)
+        tokenizer = context["tokenizer"]
+        train_enc = encode(train, tokenizer, config.max_length, config.model)
+        acc, pad_id = context["accelerator"], context["pad_id"]
+        f_train = _head_inputs(model, train_enc, acc, pad_id)
+        f_dev = _head_inputs(model, context["eval"][split], acc, pad_id)
+        result = scan_pairs(f_train, train_enc.labels, f_dev, context["eval"][split].labels,
+                            task_type="regression" if task.is_regression else "classification",
+                            num_classes=None if task.is_regression else task.num_labels)
+        scores = np.asarray(result.scores)
+        return {"pair_scan": {
+            "split": split, "pairs": int(len(scores)), "seconds": float(result.seconds),
+            "top": [[int(i), int(j), float(s)] for i, j, s in result.top(top)],
+            "importance": [float(x) for x in result.dimension_importance()],
+            "quantiles": {str(q): float(np.quantile(scores, q)) for q in (0.0, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0)},
+            "score": "pearson" if task.is_regression else "accuracy",
+        }}
+    run.satisfied_by = lambda extra: "pair_scan" in extra
+    return run
+
+
+def retention_analysis(stage_a_config, glue_dir):
+    """Put task A's fine-tuned head back on the backbone after fine-tuning on B, and score A's dev set."""
+    def run(model, context):
+        from .train import weights_dir
+
+        task_a = get_task(stage_a_config.task)
+        head = Head(model.head.first.in_features, task_a.num_labels, stage_a_config.head, 0.0, stage_a_config.dims)
+        head.load_state_dict(torch.load(weights_dir(stage_a_config) / "head.pt", weights_only=True), strict=False)
+        head.to(model.head.first.weight.device).eval()
+        out = {}
+        for split in task_a.eval_splits:
+            data = load_split(task_a.name, split, glue_dir)
+            enc = encode(data, context["tokenizer"], stage_a_config.max_length, stage_a_config.model)
+            feats = _head_inputs(model, enc, context["accelerator"], context["pad_id"])
+            with torch.inference_mode():
+                logits = head(feats.to(head.first.weight.device)).float().cpu()
+            pred = logits.squeeze(-1) if logits.shape[-1] == 1 else logits.argmax(-1)
+            out[split] = compute_metrics(task_a.name, pred.numpy(), enc.labels)
+        return {"retention": {"task": task_a.name, "main_metric": main_metric(task_a.name), "metrics": out}}
+    run.satisfied_by = lambda extra: extra.get("retention", {}).get("task") == stage_a_config.task
+    return run
+
+
+def analyse_cached(config, analyses, glue_dir) -> dict | None:
+    """Run `analyses` on a finished run whose weights are in the local cache; None if they are not there."""
+    from .train import build_classifier, make_accelerator, weights_dir
+
+    path = weights_dir(config)
+    if not (path / "backbone.pt").exists() or not (path / "head.pt").exists():
+        return None
+    model, tokenizer = build_classifier(config.replace(init_from=None))
+    model.backbone.load_state_dict(torch.load(path / "backbone.pt", weights_only=True))
+    model.head.load_state_dict(torch.load(path / "head.pt", weights_only=True), strict=False)
+    accelerator = make_accelerator(config.precision)
+    model.to(accelerator.device).eval()
+    task = get_task(config.task)
+    splits = config.eval_splits or task.eval_splits
+    eval_enc = {s: encode(load_split(task.name, s, glue_dir).subset(config.eval_size, config.data_seed), tokenizer,
+                          config.max_length, config.model) for s in splits}
+    context = {"config": config, "accelerator": accelerator, "eval": eval_enc, "pad_id": tokenizer.pad_token_id or 0,
+               "task": task, "tokenizer": tokenizer}
+    extra = {}
+    for analysis in analyses:
+        extra.update(analysis(model, context))
+    return extra
