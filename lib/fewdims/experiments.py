@@ -40,8 +40,15 @@ def row(record: dict, **fields) -> dict:
     majority = record.get("data", {}).get("majority_baseline", {}).get(first)
     out["majority"] = 100.0 * majority[task.main_metric] if majority else math.nan
     out["at_or_below_majority"] = bool(out["score"] <= out["majority"] + 1e-9) if majority else False
+    out["missing"] = bool(record.get("missing", False) or record.get("planned", False))
     out.update(fields)
     return out
+
+
+def frame(rows: list[dict]) -> pd.DataFrame:
+    """Rows of runs that exist (a run left out with compute=False or planned in a dry run is dropped)."""
+    df = pd.DataFrame(rows)
+    return df[~df["missing"]].drop(columns="missing").reset_index(drop=True) if len(df) else df
 
 
 class Experiments:
@@ -89,7 +96,7 @@ class Experiments:
                         rec = self.runner.run(self.base(task, seed=seed, pooling=pooling,
                                                         special_tokens_eligible=sec.get("special_tokens_eligible", False)))
                     rows.append(row(rec, variant=pooling))
-        return pd.DataFrame(rows)
+        return frame(rows)
 
     # -- (b) k selected dimensions of the CLS vector --------------------------------------------------------------
     def dimension(self) -> dict[str, pd.DataFrame]:
@@ -140,7 +147,7 @@ class Experiments:
                     metrics = {m: 100.0 * v for m, v in r.items() if m != "dims"}
                     masking.append({"task": get_task(task).display, "split": split, "dims": tuple(r["dims"]),
                                     "k": len(r["dims"]), "score": metrics[get_task(task).main_metric], **metrics})
-        return {"runs": pd.DataFrame(runs), "masking": pd.DataFrame(masking), "scan": pd.DataFrame(scans)}
+        return {"runs": frame(runs), "masking": pd.DataFrame(masking), "scan": pd.DataFrame(scans)}
 
     # -- (c) k dimensions of each layer's CLS vector ----------------------------------------------------------------
     def layer(self) -> pd.DataFrame:
@@ -154,7 +161,7 @@ class Experiments:
                     rec = self.baseline(task) if (at is None and d is None) else \
                         self.runner.run(self.base(task, layer=at, dims=d))
                     rows.append(row(rec, variant=variant, layer_index=layer))
-        return pd.DataFrame(rows)
+        return frame(rows)
 
     # -- (d) frozen backbone + 2-layer head vs fine-tuned + 1-layer head ---------------------------------------------
     def freezing(self) -> pd.DataFrame:
@@ -168,8 +175,9 @@ class Experiments:
                                                     head_lr=sec.get("head_lr", 1e-3),
                                                     epochs=sec.get("epochs", self.profile["epochs"])))
                     rows.append(row(rec, variant=variant))
-        df = pd.DataFrame(rows)
-        df.loc[df["variant"] == "CLS, all dims", "variant"] = "fine-tuned, linear head"
+        df = frame(rows)
+        if len(df):
+            df.loc[df["variant"] == "CLS, all dims", "variant"] = "fine-tuned, linear head"
         return df
 
     # -- (e) cross-fine-tuning: A then B --------------------------------------------------------------------------
@@ -195,7 +203,7 @@ class Experiments:
                              "task_a": get_task(a).display, "task_b": get_task(b).display,
                              "direct_b": score(stage_a[b][1]), "a_before": score(rec_a),
                              "a_after": 100.0 * ret_metrics.get(a_main, math.nan)})
-        df = pd.DataFrame(rows)
+        df = frame(rows)
         if len(df):
             df["relative_b"] = df["score"] / df["direct_b"]
             df["retention_a"] = df["a_after"] / df["a_before"]
@@ -214,6 +222,8 @@ class Experiments:
         out = {}
         for task in self.profile.tasks:
             rec = self.baseline(task)
+            if rec.get("missing"):
+                continue
             out[get_task(task).display] = {"layers": rec.get("extra", {}).get("layers"), "score": score(rec),
                                             "metric": get_task(task).main_metric, "key": rec["key"]}
         return out

@@ -28,16 +28,19 @@ NON_EMBEDDING_PARAMS = {"minilm": 10.6e6, "tiny": 0.03e6, "bert-base-uncased": 8
 
 class Runner:
     def __init__(self, profile: Profile, *, dry_run: bool = False, force: bool = False, store_root=None,
-                 verbose: bool | None = None):
+                 verbose: bool | None = None, allow_compute: bool = True):
         if not isinstance(profile, Profile):
             raise FewdimsError("Runner needs a Profile: fewdims.profiles.load_profile('cpu', ...)")
-        self.profile, self.dry_run, self.force = profile, dry_run, force
+        if not isinstance(allow_compute, bool):
+            raise FewdimsError(f"compute/allow_compute must be True or False, got {allow_compute!r}")
+        self.profile, self.dry_run, self.force, self.allow_compute = profile, dry_run, force, allow_compute
         self.store = ResultStore(profile.name, store_root)
         self.glue_dir = profile.glue_dir
         self.verbose = (not dry_run and sys.stderr.isatty()) if verbose is None else verbose
         self.reused = self.computed = self.reanalysed = 0
         self.compute_s = 0.0
         self.planned: list[RunConfig] = []
+        self.missing: list[RunConfig] = []  # with allow_compute=False: runs not stored, left out of the results
 
     def run(self, config: RunConfig, analyses=()) -> dict:
         """The finished record of `config` with every analysis in `analyses` present."""
@@ -47,7 +50,7 @@ class Runner:
             if not missing:
                 self.reused += 1
                 return record
-            if not self.dry_run:
+            if not self.dry_run and self.allow_compute:
                 from .analysis import analyse_cached
 
                 t0 = time.perf_counter()
@@ -56,7 +59,14 @@ class Runner:
                     self.reanalysed += 1
                     self.compute_s += time.perf_counter() - t0
                     return self.store.update_extra(config, extra)
+            elif not self.dry_run:
+                self.reused += 1  # stored but without some analysis: use what is there
+                return record
             record = None  # the weights are gone: recompute the run with its analyses
+        if not self.allow_compute and not self.dry_run:
+            if config.key() not in {c.key() for c in self.missing}:
+                self.missing.append(config)
+            return {**placeholder(config), "missing": True}
         if self.dry_run:
             if config.key() not in {c.key() for c in self.planned}:
                 self.planned.append(config)
@@ -77,8 +87,12 @@ class Runner:
             est = sum(estimate_seconds(c) for c in self.planned)
             return (f"{len(self.planned)} runs to compute, {self.reused} stored; estimated "
                     f"{est / 3600:.2f} h on this machine's measured throughput")
-        return (f"{self.reused} runs reused, {self.computed} computed, {self.reanalysed} re-analysed "
+        text = (f"{self.reused} runs reused, {self.computed} computed, {self.reanalysed} re-analysed "
                 f"({self.compute_s / 60:.1f} min of compute)")
+        if self.missing:
+            text += (f"; {len(self.missing)} runs not stored and left out (compute=False): "
+                     f"{', '.join(c.label() for c in self.missing[:5])}{' ...' if len(self.missing) > 5 else ''}")
+        return text
 
 
 def placeholder(config: RunConfig) -> dict:

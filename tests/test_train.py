@@ -1,0 +1,183 @@
+"""Tests for fewdims.train on the tiny random BERT and the tiny GLUE fixture (each run takes about a second)."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny_config
+from fewdims.config import RunResult
+from fewdims.data import load_split
+from fewdims.errors import FewdimsError
+from fewdims.fixtures import write_tiny_glue
+from fewdims.heads import Classifier
+from fewdims.models import load_backbone
+from fewdims.train import train, weights_dir
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """One tiny GLUE dir and one cache dir for the module (FEWDIMS_CACHE points there while the module runs)."""
+    root = tmp_path_factory.mktemp("train")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FEWDIMS_CACHE", str(root / "cache"))
+        mp.setenv("FEWDIMS_PROGRESS", "0")
+        yield {"glue": write_tiny_glue(root / "glue"), "cache": root / "cache"}
+
+
+@pytest.fixture(scope="module")
+def seed0_runs(env):
+    """The same config trained twice, and once more with another seed."""
+    config = tiny_config()
+    return train(config, env["glue"]), train(config, env["glue"]), train(config.replace(seed=1), env["glue"])
+
+
+def test_same_seed_gives_identical_results(seed0_runs):
+    first, second, _ = seed0_runs
+    assert isinstance(first, RunResult)
+    assert first.metrics == second.metrics
+    assert first.history == second.history
+    assert first.data == second.data
+
+
+def test_different_seeds_give_different_training(seed0_runs):
+    first, _, other = seed0_runs
+    assert other.config.seed == 1
+    assert first.history[0]["train_loss"] != other.history[0]["train_loss"]
+
+
+def test_result_shape_timings_and_fingerprints(seed0_runs, env):
+    result = seed0_runs[0]
+    config = result.config
+    assert set(result.metrics) == {"validation"} and set(result.metrics["validation"]) == {"accuracy"}
+    assert 0.0 <= result.metrics["validation"]["accuracy"] <= 1.0
+    assert [row["epoch"] for row in result.history] == [1]
+    assert result.history[-1]["validation"] == result.metrics["validation"]
+    assert np.isfinite(result.history[0]["train_loss"])
+
+    timings = result.timings
+    assert timings["steps"] == 2  # 16 examples, batches of 8, one epoch
+    assert timings["train_examples_per_s"] > 0 and timings["eval_examples_per_s"] > 0
+    assert timings["total_s"] >= timings["train_s"] > 0
+    assert timings["mixed_precision"] == "no"  # precision='fp32'
+
+    train_data = load_split("sst2", "train", env["glue"]).subset(config.train_size, config.data_seed)
+    dev_data = load_split("sst2", "validation", env["glue"]).subset(config.eval_size, config.data_seed)
+    assert result.data["train"] == train_data.fingerprint()
+    assert result.data["eval"]["validation"] == dev_data.fingerprint()
+    assert result.data["train"]["rows"] == 16 and result.data["eval"]["validation"]["rows"] == 8
+    assert re.fullmatch(r"[0-9a-f]{64}", result.data["train"]["sha256"])
+    assert result.data["train"]["source"] == f"tsv:{env['glue']}"
+    assert set(result.data["majority_baseline"]["validation"]) == {"accuracy"}
+    assert result.extra["model_source"].startswith("tiny")
+
+
+def test_a_different_data_subset_has_a_different_fingerprint(seed0_runs, env):
+    other = train(tiny_config(data_seed=1), env["glue"])
+    assert other.data["train"]["sha256"] != seed0_runs[0].data["train"]["sha256"]
+    assert other.data["train"]["rows"] == 16
+
+
+def test_feature_cache_matches_uncached_frozen_training(env):
+    config = tiny_config(freeze_backbone=True, head_lr=1e-2, epochs=2, pooling="mean", seed=3)
+    features = env["cache"] / "features"
+    before = set(features.glob("*.pt")) if features.exists() else set()
+    cached = train(config, env["glue"], use_feature_cache=True)
+    assert len(set(features.glob("*.pt")) - before) == 2  # train and validation features were cached
+    uncached = train(config, env["glue"], use_feature_cache=False)
+    assert cached.metrics == uncached.metrics
+    np.testing.assert_allclose([h["train_loss"] for h in cached.history],
+                               [h["train_loss"] for h in uncached.history], rtol=1e-4)
+    again = train(config, env["glue"], use_feature_cache=True)  # now read from the cache files
+    assert again.metrics == cached.metrics
+    np.testing.assert_allclose([h["train_loss"] for h in again.history],
+                               [h["train_loss"] for h in cached.history], rtol=1e-6)
+
+
+def test_frozen_backbone_is_not_changed(env):
+    result = train(tiny_config(freeze_backbone=True, head_lr=1e-2), env["glue"], keep_model=True)
+    fresh, _ = load_backbone("tiny")
+    trained = result.model.backbone.state_dict()
+    for name, value in fresh.state_dict().items():
+        assert torch.equal(trained[name], value), name
+
+
+def test_lower_layer_of_the_two_layer_model(env):
+    result = train(tiny_config(layer=1), env["glue"], keep_model=True)
+    assert len(result.model.backbone.encoder.layer) == 1
+    assert "accuracy" in result.metrics["validation"]
+    zero = train(tiny_config(layer=0, pooling="mean"), env["glue"], keep_model=True)
+    assert len(zero.model.backbone.encoder.layer) == 0
+
+
+def test_regression_task_reports_correlations(env):
+    result = train(tiny_config(task="STS-B"), env["glue"])
+    assert result.config.task == "stsb"
+    assert set(result.metrics["validation"]) == {"pearson", "spearman"}
+    for value in result.metrics["validation"].values():
+        assert isinstance(value, float) and -1.0 <= value <= 1.0
+    assert set(result.data["majority_baseline"]["validation"]) == {"pearson", "spearman"}
+    assert np.isfinite(result.history[0]["train_loss"])
+
+
+def test_analyses_results_land_in_extra(env):
+    seen = {}
+
+    def norms(model, context):
+        seen["model"], seen["context"] = model, context
+        return {"head_norm": float(model.head.first.weight.norm()), "n_eval": len(context["eval"]["validation"])}
+
+    def second(model, context):
+        return {"task_from_context": context["task"].name}
+
+    result = train(tiny_config(dims=(1, 4)), env["glue"], analyses=(norms, second))
+    assert isinstance(seen["model"], Classifier)
+    assert seen["context"]["config"] == result.config
+    assert result.extra["n_eval"] == 8
+    assert result.extra["head_norm"] > 0
+    assert result.extra["task_from_context"] == "sst2"
+    assert "model_source" in result.extra and "fewdims_version" in result.extra
+
+
+def test_on_step_is_called_after_every_step(env):
+    steps = []
+    result = train(tiny_config(epochs=2), env["glue"], on_step=steps.append)
+    assert steps == [1, 2, 3, 4] and result.timings["steps"] == 4
+
+
+def test_training_reduces_the_loss(env):
+    # The tiny random BERT does not reliably beat the majority baseline on the fixture within a few epochs at
+    # lr 1e-3 (its mean-pooled vectors are nearly identical across examples), so this checks the train loss.
+    for seed in (0, 1):
+        config = tiny_config(train_size=None, epochs=4, pooling="mean", dropout=0.0, warmup_ratio=0.0, seed=seed)
+        losses = [row["train_loss"] for row in train(config, env["glue"]).history]
+        assert losses[-1] < losses[0] - 0.005, losses
+
+
+def test_init_from_a_stage_a_run(env):
+    stage_a = tiny_config(task="cola", save_weights=True, epochs=1)
+    train(stage_a, env["glue"])
+    path = weights_dir(stage_a) / "backbone.pt"
+    assert path.is_file() and (weights_dir(stage_a) / "head.pt").is_file()
+    assert str(path).startswith(str(env["cache"]))
+
+    # Stage B starts from stage A's backbone: with a frozen backbone it must still hold exactly those weights.
+    stage_b = tiny_config(task="sst2", init_from=stage_a.to_dict(), freeze_backbone=True, head_lr=1e-2)
+    result = train(stage_b, env["glue"], keep_model=True)
+    saved = torch.load(path, weights_only=True)
+    trained = result.model.backbone.state_dict()
+    assert all(torch.equal(trained[k], v) for k, v in saved.items())
+    fresh, _ = load_backbone("tiny")
+    assert any(not torch.equal(fresh.state_dict()[k], v) for k, v in saved.items())  # stage A did train
+    assert result.config.init_from == stage_a.to_dict()
+
+    unfrozen = train(tiny_config(task="rte", init_from=stage_a.to_dict()), env["glue"])
+    assert "accuracy" in unfrozen.metrics["validation"]
+
+
+def test_init_from_without_cached_weights_raises(env):
+    never_run = tiny_config(task="cola", seed=12345)
+    with pytest.raises(FewdimsError, match="no cached weights"):
+        train(tiny_config(init_from=never_run.to_dict()), env["glue"])
