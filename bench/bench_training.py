@@ -131,16 +131,19 @@ def run_hf_trainer(p: dict, tuned: bool) -> dict:
     """Hugging Face Trainer set up as run_glue.py does (tuned=False) or at its best (tuned=True)."""
     torch = _setup_torch(p["threads"])
     import numpy as np
-    from datasets import Dataset
+    from datasets import Dataset, disable_progress_bars
     from transformers import (AutoConfig, AutoModelForSequenceClassification, AutoTokenizer,
-                              DataCollatorWithPadding, Trainer, TrainingArguments, default_data_collator)
+                              DataCollatorWithPadding, PrinterCallback, Trainer, TrainingArguments,
+                              default_data_collator)
     from transformers.utils import logging as hf_logging
 
     from fewdims.data import load_split
     from fewdims.metrics import compute_metrics
     from fewdims.tasks import get_task
 
-    hf_logging.set_verbosity_error()
+    hf_logging.set_verbosity_error()  # quiet, as a benchmark log should be
+    hf_logging.disable_progress_bar()
+    disable_progress_bars()
     task = get_task(p["task"])
     split = task.eval_splits[0]
     t0 = time.perf_counter()
@@ -182,6 +185,7 @@ def run_hf_trainer(p: dict, tuned: bool) -> dict:
         collator = DataCollatorWithPadding(tokenizer) if tuned else default_data_collator
         trainer = Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
                           processing_class=tokenizer, data_collator=collator, compute_metrics=metrics)
+        trainer.remove_callback(PrinterCallback)  # disable_tqdm prints every log dict instead; we print our own
         t_train = time.perf_counter()
         trainer.train()
         train_s = time.perf_counter() - t_train

@@ -65,3 +65,18 @@ def tiny_config(**changes):
 def make_config():
     """Factory: make_config(**changes) -> a small RunConfig on the tiny model (see tiny_config)."""
     return tiny_config
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run torch on one thread while a module's tests run (restored afterwards).
+
+    The tiny model's ops are far too small to gain from threads, and on a small, busy machine two spinning
+    OpenMP threads made a one-second training run take ten: one thread keeps the training tests fast and steady.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -10,6 +10,8 @@ from fewdims.errors import FewdimsError
 from fewdims.heads import Head, eligible_tokens, max_norm_token, pool
 from fewdims.models import load_backbone, truncate_encoder
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 HIDDEN = 32
 CLS, SEP, PAD = 2, 3, 0  # the ids of the tiny vocabulary (and of BERT's conventions in these tests)
 

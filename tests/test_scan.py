@@ -34,6 +34,7 @@ def lookup(scan: PairScan, i, j):
 def test_scan_matches_reference_and_finds_planted_pair(classes):
     data = make_data(classes=classes)
     scan = scan_pairs(*data, chunk=7)  # small chunk: exercises chunk boundaries
+    assert np.array_equal(scan.scores, scan_pairs(*data, chunk=7, threads=1).scores)  # threads don't change results
     assert scan.pairs.shape == (66, 2) and np.all(scan.pairs[:, 0] < scan.pairs[:, 1])
     for i, j in [(3, 8), (0, 1), (2, 11), (5, 6), (4, 9)]:
         assert lookup(scan, i, j) == pytest.approx(pair_score(data, i, j), abs=1e-4)

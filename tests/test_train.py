@@ -16,9 +16,11 @@ from fewdims.heads import Classifier
 from fewdims.models import load_backbone
 from fewdims.train import train, weights_dir
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
+def env(tmp_path_factory, one_torch_thread):
     """One tiny GLUE dir and one cache dir for the module (FEWDIMS_CACHE points there while the module runs)."""
     root = tmp_path_factory.mktemp("train")
     with pytest.MonkeyPatch.context() as mp:
@@ -127,7 +129,7 @@ def test_analyses_results_land_in_extra(env):
 
     def norms(model, context):
         seen["model"], seen["context"] = model, context
-        return {"head_norm": float(model.head.first.weight.norm()), "n_eval": len(context["eval"]["validation"])}
+        return {"head_norm": float(model.head.first.weight.detach().norm()), "n_eval": len(context["eval"]["validation"])}
 
     def second(model, context):
         return {"task_from_context": context["task"].name}
@@ -147,13 +149,21 @@ def test_on_step_is_called_after_every_step(env):
     assert steps == [1, 2, 3, 4] and result.timings["steps"] == 4
 
 
-def test_training_reduces_the_loss(env):
-    # The tiny random BERT does not reliably beat the majority baseline on the fixture within a few epochs at
-    # lr 1e-3 (its mean-pooled vectors are nearly identical across examples), so this checks the train loss.
+def test_training_learns_the_fixture(env):
+    # Checked over 3 fixture seeds x 4 training seeds: after 10 epochs at lr 1e-3 the train loss always ended
+    # below ln 2 - 0.015 (the loss of a constant predictor on the balanced fixture), train accuracy at 0.77 or
+    # more, and dev accuracy at 0.56-0.75 (baseline 0.5). Dev has only 16 rows, so the dev check is ">=".
     for seed in (0, 1):
-        config = tiny_config(train_size=None, epochs=4, pooling="mean", dropout=0.0, warmup_ratio=0.0, seed=seed)
-        losses = [row["train_loss"] for row in train(config, env["glue"]).history]
-        assert losses[-1] < losses[0] - 0.005, losses
+        config = tiny_config(train_size=None, eval_size=None, epochs=10, pooling="mean", dropout=0.0,
+                             warmup_ratio=0.0, seed=seed, eval_splits=("train", "validation"))
+        result = train(config, env["glue"])
+        losses = [row["train_loss"] for row in result.history]
+        assert losses[-1] < losses[0] - 0.01, losses
+        assert losses[-1] < np.log(2) - 0.015, losses
+        baseline = result.data["majority_baseline"]
+        assert baseline["train"]["accuracy"] == baseline["validation"]["accuracy"] == 0.5
+        assert result.metrics["train"]["accuracy"] >= 0.7, result.metrics
+        assert result.metrics["validation"]["accuracy"] >= baseline["validation"]["accuracy"], result.metrics
 
 
 def test_init_from_a_stage_a_run(env):

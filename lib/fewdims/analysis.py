@@ -57,7 +57,8 @@ def layer_outputs(model, encoded, accelerator, pad_id: int, keep: np.ndarray, re
 def _varying(reps) -> list[int]:
     """Layers whose representation varies across examples: the embedding layer's [CLS] vector is the same for
     every input (same token, position and segment), and CKA is undefined (0/0) for a constant matrix."""
-    return [i for i, r in enumerate(reps) if float(np.var(r, axis=0).sum()) > 1e-12]
+    # the same test as fewdims.cka (exact, float64): a float32 variance can be a rounding-noise 1e-12 instead of 0
+    return [i for i, r in enumerate(reps) if np.any((x := np.asarray(r, np.float64)) - x.mean(axis=0))]
 
 
 def safe_cka_matrix(reps, debiased=False) -> np.ndarray:

@@ -75,8 +75,9 @@ def _stats(name: str, x, debiased: bool) -> _LayerStats:
     stats = _LayerStats(xc, 0.0, sq_norms, row_sums, total)
     stats.self_hsic = _hsic(stats, stats, float(np.sum((xc.T @ xc) ** 2)))
     if stats.self_hsic <= 0:
-        raise FewdimsError(f"{name}: the debiased self-similarity HSIC_u(X, X) is not positive ({stats.self_hsic:.3g}); "
-                           "this happens with very few examples; use more examples or debiased=False")
+        raise FewdimsError(f"{name}: the debiased self-similarity HSIC_u(X, X) is not positive "
+                           f"({stats.self_hsic:.3g}); this happens with very few examples; "
+                           "use more examples or debiased=False")
     return stats
 
 
@@ -168,7 +169,9 @@ def best_split(matrix) -> tuple[int, float]:
 
 
 def block_boundaries(matrix, threshold: float | None = None) -> list[int]:
-    """Where the block-diagonal structure of a layer-similarity matrix splits (indices of the first layer of a new block).
+    """Where the block-diagonal structure of a layer-similarity matrix splits.
+
+    Returns the indices of the first layer of each new block (sorted).
 
     Heuristic: a split at s divides layers into [0, s) and [s, L); its contrast is mean within-block
     similarity minus mean between-block similarity.  With threshold=None return only the single best split.

@@ -102,6 +102,8 @@ class RunConfig:
             if isinstance(self.eval_splits, str):
                 set_("eval_splits", (self.eval_splits,))
             set_("eval_splits", tuple(self.eval_splits))
+            if self.eval_splits == get_task(self.task).eval_splits:
+                set_("eval_splits", None)  # the task's default, spelled out: the same run, the same key
         if self.init_from is not None:
             check_type("init_from", self.init_from, dict, "pass the stage-A RunConfig's to_dict()")
             set_("init_from", RunConfig.from_dict(self.init_from).to_dict())
@@ -110,7 +112,7 @@ class RunConfig:
         set_("warmup_ratio", float(self.warmup_ratio))
         set_("weight_decay", float(self.weight_decay))
         if self.head_lr is not None:
-            set_("head_lr", float(self.head_lr))
+            set_("head_lr", None if float(self.head_lr) == self.lr else float(self.head_lr))
 
     # -- serialisation ---------------------------------------------------------------------------------------
     def to_dict(self) -> dict:

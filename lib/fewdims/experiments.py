@@ -192,7 +192,8 @@ class Experiments:
                     continue
                 cfg_a, rec_a = stage_a[a]
                 cfg_b = self.base(b, seed=seed, init_from=cfg_a.to_dict())
-                if not self.runner.dry_run and (self.runner.force or self.runner.store.load(cfg_b) is None):
+                if self.runner.allow_compute and not self.runner.dry_run and \
+                        (self.runner.force or self.runner.store.load(cfg_b) is None):
                     self._ensure_weights(cfg_a)
                 rec = self.runner.run(cfg_b,
                                       [retention_analysis(cfg_a, self.runner.glue_dir)])

@@ -89,7 +89,7 @@ def load_backbone(name: str):
     if Path(path).is_dir():
         if not any(Path(path).glob("*.safetensors")):
             raise FewdimsError(f"model directory {path} has no .safetensors weights; only safetensors are loaded")
-    elif os.path.sep in name or name.startswith("."):
+    elif name.startswith(("/", "./", "../", "~")):  # 'org/name' is a hub id, not a path
         raise FewdimsError(f"model directory {name!r} does not exist; give a Hugging Face model directory or hub id")
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)

@@ -59,6 +59,9 @@ class ResultStore:
         self.dir = self.root / profile
 
     def path(self, config: RunConfig) -> Path:
+        if not isinstance(config, RunConfig):
+            raise FewdimsError(f"the store needs a RunConfig, got {type(config).__name__}; "
+                               "build one with RunConfig(...) or RunConfig.from_dict(d)")
         return self.dir / config.task / f"{config.key()}.json"
 
     def load(self, config: RunConfig) -> dict | None:
@@ -90,8 +93,11 @@ class ResultStore:
     def _write(path: Path, record: dict) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        tmp.write_text(json.dumps(record, indent=1, sort_keys=True, default=_jsonable))
-        os.replace(tmp, path)  # atomic: a reader sees the old record or the new one, never half of one
+        try:
+            tmp.write_text(json.dumps(record, indent=1, sort_keys=True, default=_jsonable))
+            os.replace(tmp, path)  # atomic: a reader sees the old record or the new one, never half of one
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def update_extra(self, config: RunConfig, extra: dict) -> dict:
         """Merge analyses computed later (from cached weights) into a finished record, atomically."""

@@ -148,6 +148,209 @@ def _feature_cache(config: RunConfig, name: str, encoded, model, accelerator, pa
     return feats
 
 
+# ----------------------------------------------------------------------------------------------------------------
+# Fast training forward of a BERT backbone on a CPU
+#
+# The same computation as the Hugging Face BertModel under bf16 autocast (same weights, same dropout rates,
+# linear layers in bf16, residual stream and LayerNorm in fp32, attention scores/softmax in fp32), done with
+# fewer and cheaper operations. Measured on a 2-core CPU (see bench/profile_training.py), what it avoids:
+#   * torch's CPU dropout: bernoulli_ runs serially on non-Intel CPUs and then takes div_ + mul passes; the keep
+#     masks here come from numpy's PCG64 (seeded from torch's generator, so runs stay deterministic per seed),
+#     already scaled, and cost one multiply;
+#   * SDPA's math path (the one used whenever attention dropout is on): it upcasts q, k, v separately, scales q and
+#     k separately and checks the mask for -inf rows; here one fused q|k|v projection, one baddbmm with the mask,
+#     softmax, dropout, bmm;
+#   * re-casting the same fp32 input to bf16 for each of query, key and value;
+#   * in the last layer, rows nobody reads: with 'cls' or 'pooler' pooling only position 0 of the last layer
+#     reaches the loss, so that layer computes keys and values for every token but queries, attention output and
+#     feed-forward for [CLS] only (identical gradients);
+#   * the word-embedding gradient: autograd would allocate a fresh dense vocab x hidden fp32 tensor every step
+#     (47 MB for MiniLM: page faults cost more than the backward itself); here the rows are added into one
+#     persistent buffer, and only the rows written in the previous step are cleared.
+# ----------------------------------------------------------------------------------------------------------------
+_FAST = {"enabled": os.environ.get("FEWDIMS_FAST_TRAIN", "1") not in ("0", "false", ""),
+         "cls_only": True, "fused_dropout": True, "embedding_buffer": True}
+
+
+def fast_forward_supported(backbone: nn.Module, device: torch.device) -> bool:
+    """A plain BERT encoder (absolute positions, exact GELU, no decoder parts) on a CPU."""
+    cfg = getattr(backbone, "config", None)
+    if not _FAST["enabled"] or device.type != "cpu" or cfg is None or getattr(cfg, "model_type", None) != "bert":
+        return False
+    if getattr(cfg, "is_decoder", False) or getattr(cfg, "add_cross_attention", False):
+        return False
+    if getattr(cfg, "position_embedding_type", "absolute") != "absolute" or cfg.hidden_act != "gelu":
+        return False
+    return getattr(cfg, "chunk_size_feed_forward", 0) == 0
+
+
+class _Masks:
+    """Dropout keep-masks already scaled by 1/(1-p), in the dtype of the tensor they multiply.
+
+    The masks of one step live in one reused buffer (`new_step` rewinds it): fresh multi-MB arrays each step
+    cost more in page faults than generating the bits. A buffer that some tensor still uses (a graph kept alive
+    past its step) is never rewound: a new one is made instead."""
+
+    def __init__(self, seed: int):
+        self.rng = np.random.Generator(np.random.PCG64(seed))
+        self.arena, self.offset = np.empty(0, dtype=np.uint8), 0
+
+    def new_step(self):
+        if sys.getrefcount(self.arena) > 2:  # this attribute + getrefcount's argument; more = views still in use
+            self.arena = np.empty(0, dtype=np.uint8)
+        self.offset = 0
+
+    def _take(self, nbytes: int) -> np.ndarray:
+        if self.offset + nbytes > len(self.arena):  # grow; masks already handed out keep the old buffer alive
+            self.arena, self.offset = np.empty(max(2 * len(self.arena), nbytes, 1 << 20), dtype=np.uint8), 0
+        out = self.arena[self.offset:self.offset + nbytes]
+        self.offset += -(-nbytes // 64) * 64
+        return out
+
+    def __call__(self, shape, p: float, dtype: torch.dtype) -> torch.Tensor:
+        n = int(np.prod(shape))
+        bits = self.rng.bit_generator.random_raw((n + 1) // 2).view(np.uint32)[:n]  # 32 random bits per element
+        keep = bits >= np.uint32(min(round(p * 2 ** 32), 2 ** 32 - 1))  # drop with probability p (to 2^-32)
+        # torch's dropout scales by 1/(1-p) computed in the tensor's dtype; do the same (bf16: 1.109375 for p=0.1)
+        scale = torch.tensor(1.0 / (1.0 - p), dtype=dtype)
+        if dtype == torch.bfloat16:  # numpy has no bf16: multiply the bit pattern of the scale by 0/1
+            out = self._take(2 * n).view(np.uint16)
+            np.multiply(keep, np.uint16(scale.view(torch.int16).item() & 0xFFFF), out=out)
+            return torch.from_numpy(out).view(torch.bfloat16).view(shape)
+        if dtype != torch.float32:
+            return self(shape, p, torch.float32).to(dtype)
+        out = self._take(4 * n).view(np.float32)
+        np.multiply(keep, np.float32(scale.item()), out=out)
+        return torch.from_numpy(out).view(shape)
+
+
+def _dropout(x: torch.Tensor, p: float, masks) -> torch.Tensor:
+    if p <= 0.0:
+        return x
+    if masks is None:
+        return nn.functional.dropout(x, p, True)
+    return x * masks(x.shape, p, x.dtype)
+
+
+class _EmbeddingRows(torch.autograd.Function):
+    """F.embedding whose backward adds the looked-up rows' gradients into a persistent buffer (see FastBert)."""
+
+    @staticmethod
+    def forward(ctx, weight, ids, owner):
+        ctx.save_for_backward(ids)
+        ctx.weight, ctx.owner = weight, owner
+        return nn.functional.embedding(ids, weight)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (ids,) = ctx.saved_tensors
+        ctx.owner.add_embedding_grad(ctx.weight, ids, grad)
+        return None, None, None
+
+
+class FastBert:
+    """Training forward of a Hugging Face BertModel (see the comment above); reads the module's parameters on
+    every call, so optimizer updates and the module stay the single source of truth."""
+
+    def __init__(self, backbone: nn.Module, compute_dtype: torch.dtype, seed: int, cls_only: bool):
+        self.backbone, self.dtype = backbone, compute_dtype
+        cfg = backbone.config
+        self.heads, self.eps = cfg.num_attention_heads, cfg.layer_norm_eps
+        self.cls_only = cls_only and _FAST["cls_only"]
+        self.masks = _Masks(seed) if _FAST["fused_dropout"] else None
+        self.pad_id = backbone.embeddings.word_embeddings.padding_idx
+        self._grad_buffer, self._rows_written = None, None
+
+    # -- the word-embedding gradient ---------------------------------------------------------------------------
+    def add_embedding_grad(self, weight: torch.Tensor, ids: torch.Tensor, grad: torch.Tensor):
+        ids, grad = ids.reshape(-1), grad.reshape(-1, grad.shape[-1]).to(weight.dtype)
+        if self.pad_id is not None:  # nn.Embedding(padding_idx=...) never updates the padding row
+            grad = grad.masked_fill((ids == self.pad_id).unsqueeze(1), 0.0)
+        if weight.grad is None:  # zero_grad(set_to_none=True) dropped it: re-attach the cleared buffer
+            if self._grad_buffer is None or self._grad_buffer.shape != weight.shape:
+                self._grad_buffer = torch.zeros_like(weight)
+            elif self._rows_written is not None:
+                self._grad_buffer.index_fill_(0, self._rows_written, 0.0)
+            weight.grad, self._rows_written = self._grad_buffer, None
+        weight.grad.index_add_(0, ids, grad)
+        if weight.grad is self._grad_buffer:
+            self._rows_written = ids if self._rows_written is None else torch.cat([self._rows_written, ids])
+
+    def word_embeddings(self, ids: torch.Tensor) -> torch.Tensor:
+        weight = self.backbone.embeddings.word_embeddings.weight
+        if _FAST["embedding_buffer"] and weight.requires_grad and torch.is_grad_enabled():
+            return _EmbeddingRows.apply(weight, ids, self)
+        return nn.functional.embedding(ids, weight, self.pad_id)
+
+    # -- forward -----------------------------------------------------------------------------------------------
+    def __call__(self, input_ids, attention_mask, token_type_ids=None) -> torch.Tensor:
+        emb = self.backbone.embeddings
+        B, T = input_ids.shape
+        if self.masks is not None:
+            self.masks.new_step()
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        x = self.word_embeddings(input_ids) + emb.token_type_embeddings(token_type_ids)
+        x = x + emb.position_embeddings.weight[:T]
+        x = nn.functional.layer_norm(x, x.shape[-1:], emb.LayerNorm.weight, emb.LayerNorm.bias, emb.LayerNorm.eps)
+        h = _dropout(x, emb.dropout.p, self.masks)
+        # additive mask over keys, one row per (example, head): broadcast over queries by baddbmm
+        bias = (1.0 - attention_mask.to(torch.float32)) * torch.finfo(torch.float32).min
+        bias = bias[:, None, None, :].expand(B, self.heads, 1, T).reshape(B * self.heads, 1, T)
+        layers = self.backbone.encoder.layer
+        for i, layer in enumerate(layers):
+            h = self.layer(layer, h, bias, last_rows_only=self.cls_only and i == len(layers) - 1)
+        return h
+
+    def layer(self, layer, h: torch.Tensor, bias: torch.Tensor, last_rows_only: bool) -> torch.Tensor:
+        dt, F = self.dtype, nn.functional
+        B, T, H = h.shape
+        nh = self.heads
+        hd = H // nh
+        att = layer.attention.self
+        q_w, k_w, v_w = att.query.weight, att.key.weight, att.value.weight
+        q_b, k_b, v_b = att.query.bias, att.key.bias, att.value.bias
+        hb = h.to(dt)
+        if last_rows_only:  # keys and values for every token, the query for [CLS] only
+            q = F.linear(hb[:, :1], q_w.to(dt), q_b.to(dt))
+            kv = F.linear(hb, torch.cat([k_w, v_w]).to(dt), torch.cat([k_b, v_b]).to(dt))
+            k, v, Tq, h = kv[..., :H], kv[..., H:], 1, h[:, :1]
+        else:
+            qkv = F.linear(hb, torch.cat([q_w, k_w, v_w]).to(dt), torch.cat([q_b, k_b, v_b]).to(dt))
+            q, k, v, Tq = qkv[..., :H], qkv[..., H:2 * H], qkv[..., 2 * H:], T
+        # heads to the batch dimension, upcast to fp32 in the same copy (SDPA's math path also attends in fp32)
+        f32, contiguous = torch.float32, torch.contiguous_format
+        q = q.unflatten(-1, (nh, hd)).transpose(1, 2).to(f32, memory_format=contiguous).reshape(B * nh, Tq, hd)
+        k = k.unflatten(-1, (nh, hd)).permute(0, 2, 3, 1).to(f32, memory_format=contiguous).reshape(B * nh, hd, T)
+        v = v.unflatten(-1, (nh, hd)).transpose(1, 2).to(f32, memory_format=contiguous).reshape(B * nh, T, hd)
+        scores = torch.baddbmm(bias, q, k, alpha=getattr(att, "scaling", hd ** -0.5))
+        probs = _dropout(torch.softmax(scores, dim=-1), att.dropout.p, self.masks)
+        ctx = torch.bmm(probs, v).view(B, nh, Tq, hd).transpose(1, 2).to(dt, memory_format=contiguous)
+        ctx = ctx.reshape(B, Tq, H)
+        out = layer.attention.output
+        a = F.linear(ctx, out.dense.weight.to(dt), out.dense.bias.to(dt))
+        a = F.layer_norm(_dropout(a, out.dropout.p, self.masks) + h, (H,), out.LayerNorm.weight,
+                         out.LayerNorm.bias, out.LayerNorm.eps)
+        mid = layer.intermediate.dense
+        i = F.gelu(F.linear(a.to(dt), mid.weight.to(dt), mid.bias.to(dt)))
+        out = layer.output
+        o = F.linear(i, out.dense.weight.to(dt), out.dense.bias.to(dt))
+        return F.layer_norm(_dropout(o, out.dropout.p, self.masks) + a, (H,), out.LayerNorm.weight,
+                            out.LayerNorm.bias, out.LayerNorm.eps)
+
+
+def clip_in_optimizer(optimizer: torch.optim.Optimizer, params, max_norm: float) -> torch.Tensor:
+    """clip_grad_norm_ without its second pass over every gradient: a fused Adam/AdamW divides each gradient by
+    `optimizer.grad_scale` inside its own kernel (the hook torch's GradScaler uses), so the clipping factor is
+    handed to it instead of being multiplied into the gradients first. Returns the total norm, as
+    clip_grad_norm_ does."""
+    grads = [p.grad for p in params if p.grad is not None]
+    total = torch.nn.utils.get_total_norm(grads, 2.0, foreach=True)
+    coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)  # the same factor clip_grad_norm_ multiplies by
+    optimizer.grad_scale = (1.0 / coef).to(torch.float32)
+    return total
+
+
 def train(config: RunConfig, glue_dir=None, *, keep_model: bool = False, analyses=(),
           use_feature_cache: bool = True, on_step=None) -> RunResult:
     """Fine-tune and evaluate. `analyses`: callables (model, context) -> dict run after training while the
@@ -187,6 +390,16 @@ def train(config: RunConfig, glue_dir=None, *, keep_model: bool = False, analyse
         cached = {"train": _feature_cache(config, "train", train_enc, inner, accelerator, pad_id)}
         cached |= {s: _feature_cache(config, s, e, inner, accelerator, pad_id) for s, e in eval_enc.items()}
     loss_fn = nn.MSELoss() if task.is_regression else nn.CrossEntropyLoss()
+    # fused AdamW can take the clipping factor (see clip_in_optimizer); accelerate's own paths (GradScaler for
+    # fp16, sharded or distributed models) keep accelerator.clip_grad_norm_
+    fold_clip = (optimizer.optimizer.defaults.get("fused") and accelerator.scaler is None
+                 and accelerator.distributed_type == "NO")
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    fast = None
+    if not config.freeze_backbone and fast_forward_supported(inner.backbone, accelerator.device):
+        dtype = torch.bfloat16 if accelerator.mixed_precision == "bf16" else torch.float32
+        fast = FastBert(inner.backbone, dtype, seed=int(torch.randint(0, 2 ** 62, (1,)).item()),
+                        cls_only=config.pooling in ("cls", "pooler"))
 
     history, step, train_s, eval_s = [], 0, 0.0, 0.0
     bar = None
@@ -208,13 +421,21 @@ def train(config: RunConfig, glue_dir=None, *, keep_model: bool = False, analyse
                 elif config.freeze_backbone:
                     with torch.no_grad():
                         feats = forward_features(inner, batch)
+                elif fast is not None:
+                    with torch.autocast(accelerator.device.type, enabled=False):  # it does its own casting
+                        hidden = fast(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+                    feats = inner.features(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"],
+                                           hidden=hidden)
                 else:
                     feats = forward_features(inner, batch)
                 out = inner.head(feats).float()
             labels = batch["labels"]
             loss = loss_fn(out.squeeze(-1), labels) if task.is_regression else loss_fn(out, labels)
             accelerator.backward(loss)
-            accelerator.clip_grad_norm_(model.parameters(), 1.0)
+            if fold_clip:
+                clip_in_optimizer(optimizer.optimizer, trainable, 1.0)
+            else:
+                accelerator.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             schedule.step()
             optimizer.zero_grad(set_to_none=True)
@@ -239,7 +460,11 @@ def train(config: RunConfig, glue_dir=None, *, keep_model: bool = False, analyse
                "tokenizer": tokenizer}
     extra = {}
     for analysis in analyses:
-        extra.update(analysis(inner, context))
+        try:
+            extra.update(analysis(inner, context))
+        except Exception as err:  # keep the fine-tune: the runner re-runs a failed analysis from cached weights
+            extra.setdefault("analysis_errors", []).append(f"{getattr(analysis, '__qualname__', analysis)}: "
+                                                           f"{type(err).__name__}: {err}")
     if config.save_weights:
         path = weights_dir(config)
         path.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,125 @@
+"""Side-by-side timing of training-step variants on real, length-grouped batches (one process, interleaved).
+
+  .venv/bin/python bench/ab_train_step.py --task sst2 --variants hf,fast --steps 20
+
+Every batch is trained on by every variant in turn (rotating the order), on one shared model and optimizer, so
+a slow period on a busy machine hits all variants alike. Variants:
+  hf                   the Hugging Face forward under bf16 autocast (fewdims before the fast path)
+  fast                 fewdims.train.FastBert with every option on
+  fast-no_<option>     the same with one option of fewdims.train._FAST off (cls_only, fused_dropout,
+                       embedding_buffer)
+A variant may add `+threads1` to run that step on one thread, `+foldclip` to clip with
+fewdims.train.clip_in_optimizer instead of accelerator.clip_grad_norm_. Wall and process CPU time are both reported: on
+a machine shared with other jobs, the CPU time of a one-thread run is the steadier measure of the work done.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+import fewdims.train as ft
+from fewdims.batching import collate, encode, length_grouped_batches
+from fewdims.config import RunConfig
+from fewdims.data import load_split
+
+HERE = Path(__file__).resolve().parent
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--task", default="sst2")
+    ap.add_argument("--model", default="minilm")
+    ap.add_argument("--variants", default="hf,fast")
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--glue-dir", default=os.environ.get("FEWDIMS_GLUE_DIR") or str(HERE.parent.parent / "shared" / "glue"))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+
+    config = RunConfig(task=args.task, model=args.model, epochs=1)
+    data = load_split(config.task, "train", args.glue_dir).subset(config.train_size, config.data_seed)
+    torch.manual_seed(config.seed)
+    model, tokenizer = ft.build_classifier(config)
+    enc = encode(data, tokenizer, config.max_length, config.model)
+    accelerator = ft.make_accelerator("auto")
+    optimizer = torch.optim.AdamW(ft.param_groups(model, config), fused=True)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    inner = accelerator.unwrap_model(model)
+    model.train()
+    loss_fn = nn.CrossEntropyLoss()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    variants = args.variants.split(",")
+    fast = {}
+    for v in variants:
+        if v.startswith("fast"):
+            saved = dict(ft._FAST)
+            for opt in v.split("+")[0].split("-no_")[1:]:
+                ft._FAST[opt] = False
+            fast[v] = (ft.FastBert(inner.backbone, torch.bfloat16, seed=0, cls_only=True), dict(ft._FAST))
+            ft._FAST.update(saved)
+
+    def step(variant, batch):
+        saved = dict(ft._FAST)
+        threads = torch.get_num_threads()
+        if "+threads1" in variant:
+            torch.set_num_threads(1)
+        t, c = time.perf_counter(), time.process_time()
+        with accelerator.autocast():
+            if variant.startswith("fast"):
+                fb, opts = fast[variant]
+                ft._FAST.update(opts)
+                with torch.autocast("cpu", enabled=False):
+                    hidden = fb(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+                feats = inner.features(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], hidden=hidden)
+            else:
+                feats = ft.forward_features(inner, batch)
+            out = inner.head(feats).float()
+        loss = loss_fn(out, batch["labels"])
+        t_fwd = time.perf_counter()
+        accelerator.backward(loss)
+        t_bwd = time.perf_counter()
+        if "+foldclip" in variant:
+            ft.clip_in_optimizer(optimizer.optimizer, trainable, 1.0)
+        else:
+            optimizer.optimizer.grad_scale = None
+            accelerator.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        t_end = time.perf_counter()
+        cpu = time.process_time() - c
+        ft._FAST.update(saved)
+        torch.set_num_threads(threads)
+        return t_end - t, t_fwd - t, t_bwd - t_fwd, t_end - t_bwd, cpu
+
+    batches = length_grouped_batches(enc.lengths, config.batch_size, seed=0)[: args.steps + 1]
+    times = {v: [] for v in variants}
+    for i, index in enumerate(batches):
+        batch = collate(enc, index, tokenizer.pad_token_id)
+        order = variants[i % len(variants):] + variants[:i % len(variants)]
+        for v in order:
+            r = step(v, batch)
+            if i > 0:  # the first batch warms every variant up
+                times[v].append(r)
+    load = os.getloadavg()[0]
+    print(f"# task={args.task} steps={len(batches) - 1} threads={args.threads} loadavg1={load:.2f} "
+          f"tokens/step={np.mean([len(b) * enc.lengths[b].max() for b in batches[1:]]):.0f}")
+    base = base_cpu = None
+    for v in variants:
+        a = np.array(times[v])
+        total = a[:, 0].sum()
+        base = base or total
+        cpu = a[:, 4].sum()
+        base_cpu = base_cpu or cpu
+        print(f"{v:32s} wall {total:7.2f} s  median step {np.median(a[:, 0]):.3f} s  "
+              f"(fwd {a[:, 1].sum():6.2f} bwd {a[:, 2].sum():6.2f} clip+step {a[:, 3].sum():6.2f})  "
+              f"speedup vs first {base / total:.2f}x | cpu {cpu:7.2f} s, cpu-time speedup {base_cpu / cpu:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,137 @@
+"""Profiles, the runner and the experiment grids on the smoke profile (tiny model, tiny generated data)."""
+import pytest
+
+from fewdims.errors import FewdimsError
+from fewdims.experiments import Experiments, random_dim_sets
+from fewdims.profiles import available_profiles, load_profile
+from fewdims.runner import Runner
+
+
+@pytest.fixture()
+def smoke_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("FEWDIMS_RESULTS", str(tmp_path / "results"))
+    monkeypatch.setenv("FEWDIMS_CACHE", str(tmp_path / "cache"))
+    return tmp_path
+
+
+def test_profiles_exist_and_validate():
+    assert {"smoke", "cpu", "paper"} <= set(available_profiles())
+    for name in ("smoke", "cpu", "paper"):
+        profile = load_profile(name)
+        assert profile.tasks and profile.seeds
+    assert load_profile("paper").tasks == ["cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte"]
+
+
+def test_profile_overrides():
+    p = load_profile("cpu", task="RTE", k=3, seeds=5, random_subsets=4)
+    assert p.tasks == ["rte"] and p.seeds == [0, 1, 2, 3, 4]
+    assert p.section("dimension")["k"] == 3 and p.section("layer")["k"] == 3
+    assert p.section("dimension")["random_subsets"] == 4
+    assert load_profile("cpu", tasks="sst2, mrpc").tasks == ["sst2", "mrpc"]
+    assert load_profile("cpu", model=None)["model"] == "minilm"  # None keeps the profile's value
+
+
+@pytest.mark.parametrize("overrides, fragment", [
+    ({"profile": "gpu-huge"}, "unknown profile"),
+    ({"task": "squad"}, "squad"),
+    ({"k": "two"}, "parameter 'k' must be int"),
+    ({"random_subsets": 2.5}, "random_subsets"),
+    ({"learning_rate": 1e-3}, "unknown parameter 'learning_rate'"),
+    ({"seeds": 0}, "seeds must be at least 1"),
+    ({"seeds": ["a"]}, "seeds must be a non-empty list of integers"),
+    ({"lr": -1.0}, "lr must be positive"),
+    ({"batch_size": 1.5}, "batch_size must be int"),
+])
+def test_bad_profile_parameters(overrides, fragment):
+    profile = overrides.pop("profile", "cpu")
+    with pytest.raises(FewdimsError, match=fragment):
+        load_profile(profile, **overrides)
+
+
+def test_random_dim_sets_are_fixed_and_distinct():
+    a = random_dim_sets(3, 4, 384)
+    assert a == random_dim_sets(3, 4, 384)
+    assert len(set(a)) == 4 and all(len(set(s)) == 3 and max(s) < 384 for s in a)
+
+
+def test_paper_profile_dry_run_plans_its_grid_without_training(smoke_env):
+    profile = load_profile("paper")
+    runner = Runner(profile, dry_run=True)
+    ex = Experiments(profile, runner)
+    ex.token()
+    ex.dimension()
+    ex.layer()
+    ex.freezing()
+    ex.cross_finetune()
+    tasks = {c.task for c in runner.planned}
+    assert tasks == set(profile.tasks)
+    assert len({c.key() for c in runner.planned}) == len(runner.planned)  # each run planned once
+    # 8 tasks x (5 seeds cls + 5 max_norm + 3 extra poolings) token runs at least
+    assert len(runner.planned) > 8 * 13
+    assert "runs to compute" in runner.summary()
+    assert not (smoke_env / "results").exists()  # nothing was written
+
+
+def test_smoke_grid_end_to_end_then_reuse_and_compute_false(smoke_env):
+    profile = load_profile("smoke", task="sst2", seeds=1)
+    runner = Runner(profile, verbose=False)
+    ex = Experiments(profile, runner)
+    token = ex.token()
+    assert set(token["variant"]) == {"cls", "max_norm", "mean", "max", "pooler"}
+    assert token["score"].between(0, 100).all()
+    base = ex.baseline("sst2")
+    layers = base["extra"]["layers"]
+    assert len(layers["layer_drop"]) == 3  # embeddings + 2 layers of the tiny model
+    assert layers["cls"]["finetuned"][0][0] is None  # the embedding layer's [CLS] vector is constant
+    assert abs(layers["cls"]["finetuned"][2][2] - 1.0) < 1e-6
+    assert base["extra"]["pair_scan"]["pairs"] == 32 * 31 // 2
+    assert runner.computed == len(token)
+
+    # a second pass reuses every stored run
+    again = Runner(profile, verbose=False)
+    Experiments(profile, again).token()
+    assert again.computed == 0 and again.reused == len(token)
+
+    # compute=False: a missing run is left out and reported, never trained
+    lazy = Runner(load_profile("smoke", task="sst2", seeds=2), allow_compute=False)
+    frame = Experiments(lazy.profile, lazy).token()
+    assert lazy.computed == 0 and len(lazy.missing) == 2  # cls and max_norm with seed 1
+    assert len(frame) == len(token)
+    assert "left out" in lazy.summary()
+
+
+def test_dimension_layer_freezing_cross_on_smoke(smoke_env):
+    profile = load_profile("smoke", seeds=1)
+    ex = Experiments(profile, Runner(profile, verbose=False))
+    dim = ex.dimension()
+    runs = dim["runs"]
+    assert {"random k=1", "random k=2", "random k=3", "leave one out", "best k=2"} <= set(runs["variant"])
+    assert (runs.loc[runs["variant"] == "leave one out", "k"] == 2).all()
+    assert len(dim["masking"]) == 2 * 3 * profile.section("dimension")["random_subsets"]
+    layer = ex.layer()
+    assert sorted(set(layer["layer_index"])) == [0, 1, 2]
+    frozen = ex.freezing()
+    assert {"fine-tuned, linear head", "frozen, 2-layer head", "frozen, linear probe"} == set(frozen["variant"])
+    cross = ex.cross_finetune()
+    assert len(cross) == 2 and cross["a_after"].notna().all()
+    assert (cross["relative_b"] > 0).all()
+
+
+def test_runner_rejects_bad_arguments(smoke_env):
+    with pytest.raises(FewdimsError, match="Profile"):
+        Runner("smoke")
+    with pytest.raises(FewdimsError, match="compute"):
+        Runner(load_profile("smoke"), allow_compute="no")
+
+
+def test_corrupt_record_is_reported_not_reused(smoke_env):
+    profile = load_profile("smoke", task="sst2", seeds=1)
+    runner = Runner(profile, verbose=False)
+    config = profile.base_config("sst2", pooling="mean")
+    runner.run(config)
+    path = runner.store.path(config)
+    path.write_text(path.read_text()[:50])
+    before = path.read_bytes()
+    with pytest.raises(FewdimsError, match=str(path.name)):
+        Runner(profile, verbose=False).run(config)
+    assert path.read_bytes() == before
