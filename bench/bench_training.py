@@ -67,6 +67,11 @@ def _setup_torch(threads: int):
     import torch
 
     torch.set_num_threads(threads)
+    # fewdims.metrics imports scikit-learn and SciPy on first use (seconds on a busy machine): import them now,
+    # in every worker alike, so that no trainer's evaluation time includes a one-off import
+    import scipy.stats  # noqa: F401
+    import sklearn.metrics  # noqa: F401
+
     return torch
 
 

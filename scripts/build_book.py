@@ -200,11 +200,13 @@ def execute(name: str, nb_dir: Path, executed_dir: Path, out_dir: Path, params: 
             raise BuildError(
                 f"notebook {name} failed at {failing_cell(err, source_nb)}: {err.ename}: {err.evalue}\n"
                 f"  the partly executed notebook is in {failed}\n"
-                f"  re-run it alone: papermill notebooks/{name}.ipynb out.ipynb "
+                f"  re-run it alone: papermill {source} out.ipynb "
                 + " ".join(f"-p {k} {v}" for k, v in params.items())) from None
         if isinstance(err, KeyboardInterrupt):
             raise
-        raise BuildError(f"notebook {name} could not be executed: {type(err).__name__}: {err}") from err
+        hint = " (out of memory? killed?)" if type(err).__name__ == "DeadKernelError" else ""
+        raise BuildError(f"notebook {name} could not be executed: {type(err).__name__}: {err}{hint}\n"
+                         f"  the partly executed notebook is in {failed}") from err
     seconds = time.perf_counter() - t0
     meta = {"notebook": f"notebooks/{name}.ipynb", "profile": params["profile"], "parameters": params,
             "git": git_commit(), "executed": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -389,7 +391,8 @@ def main(argv=None) -> int:
                              f"run without --notebooks/--skip-execute to execute them")
         pages = {n: json.loads((executed_dir / f"{n}.ipynb").read_text())["metadata"].get("fewdims", {})
                  for n in chapters}
-        stamp = write_build_info(root, args.profile, args.compute, pages)
+        computed = all(m.get("parameters", {}).get("compute", True) for m in pages.values())
+        stamp = write_build_info(root, args.profile, computed, pages)
         config = write_config(root, args.out, stamp)
         t_html = time.perf_counter()
         build_html(root, args.out, config)

@@ -13,7 +13,7 @@ import time
 
 from .errors import FewdimsError
 
-EXPERIMENTS = ("token", "freezing", "cross_finetune", "cka", "dimension", "layer")
+EXPERIMENTS = ("token", "dimension", "freezing", "cross_finetune", "cka", "layer")  # most needed first
 
 
 def cmd_data(args) -> None:

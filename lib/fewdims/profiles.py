@@ -22,7 +22,7 @@ PARAMS_DIR = ROOT / "notebooks" / "params"
 TINY_GLUE = "fixture:tiny"  # the smoke profile's data: a tiny GLUE-shaped directory written on demand
 
 # Top-level keys copied into every RunConfig (the rest are per-experiment sections or profile metadata).
-RUN_KEYS = ("model", "train_size", "eval_size", "epochs", "batch_size", "lr", "dropout", "max_length",
+RUN_KEYS = ("model", "train_size", "eval_size", "epochs", "batch_size", "lr", "head_lr", "dropout", "max_length",
             "precision", "warmup_ratio", "weight_decay", "data_seed")
 META_KEYS = ("profile", "description", "glue_dir", "tasks", "seeds", "runs_budget_hours")
 SECTIONS = ("token", "dimension", "layer", "freezing", "cross_finetune", "cka")
