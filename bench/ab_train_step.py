@@ -38,7 +38,7 @@ def main():
     ap.add_argument("--variants", default="hf,fast")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--mallopt", action="store_true", help="keep freed memory in the heap (glibc mallopt)")
+    ap.add_argument("--mallopt", default="", help="trim, mmap or trim,mmap: glibc mallopt settings to apply first")
     ap.add_argument("--glue-dir", default=os.environ.get("FEWDIMS_GLUE_DIR") or str(HERE.parent.parent / "shared" / "glue"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -46,7 +46,10 @@ def main():
         import ctypes
 
         libc = ctypes.CDLL("libc.so.6")
-        print("# mallopt", libc.mallopt(-1, 1 << 30), libc.mallopt(-3, 32 << 20))  # M_TRIM_THRESHOLD, M_MMAP_THRESHOLD
+        if "trim" in args.mallopt:
+            print("# mallopt M_TRIM_THRESHOLD", libc.mallopt(-1, 1 << 30))
+        if "mmap" in args.mallopt:
+            print("# mallopt M_MMAP_THRESHOLD", libc.mallopt(-3, 32 << 20))
 
     config = RunConfig(task=args.task, model=args.model, epochs=1)
     data = load_split(config.task, "train", args.glue_dir).subset(config.train_size, config.data_seed)

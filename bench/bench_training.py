@@ -258,6 +258,23 @@ def in_fresh_process(kind: str, params: dict) -> dict:
 # --------------------------------------------------------------------------------------------------------------
 # the parent: orchestration and report
 # --------------------------------------------------------------------------------------------------------------
+def other_load(seconds: float = 2.0) -> float | None:
+    """Share of all CPUs busy over `seconds` while this benchmark itself idles: other jobs on the machine. On a
+    small machine they distort timings badly (two spinning OpenMP threads stall on every op when one of them is
+    descheduled), so the share is printed next to every measurement."""
+    def sample():
+        with open("/proc/stat") as handle:
+            values = [int(v) for v in handle.readline().split()[1:9]]
+        return sum(values), values[3] + values[4]  # total, idle + iowait
+    try:
+        total0, idle0 = sample()
+        time.sleep(seconds)
+        total1, idle1 = sample()
+    except OSError:
+        return None
+    return 1.0 - (idle1 - idle0) / max(1, total1 - total0)
+
+
 def _fmt(x, spec=".2f") -> str:
     return "nan" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
 
@@ -306,20 +323,25 @@ def main(argv=None) -> int:
         if {"trainer", "tuned"} & set(only):
             base["model_dir"] = in_fresh_process("model_dir", {"model": args.model, "scratch": scratch})["model_dir"]
         if "fewdims" in only:
+            record["other_load_before_peak"] = other_load()
             peak = in_fresh_process("peak", {"threads": args.threads, "peak_n": args.peak_n,
                                              "peak_seconds": args.peak_seconds})
             record["matmul_peak"] = peak
             print(f"bf16 matmul peak: {peak['gflops_per_s']:.1f} GFLOP/s ({peak['n']}x{peak['n']}, "
-                  f"best of {peak['reps']}, {peak['threads']} threads)", flush=True)
+                  f"best of {peak['reps']}, {peak['threads']} threads) "
+                  f"other_load_before={_fmt(record['other_load_before_peak'], '.0%')}", flush=True)
         for task in tasks:
             results = {}
             for kind in only:
+                busy_before = other_load()
                 res = in_fresh_process(kind, {**base, "task": task})
+                res["other_load_before"] = busy_before
                 results[kind] = res
                 print(f"task={task} trainer={kind:8s} train_ex/s={res['train_examples_per_s']:8.2f} "
                       f"eval_ex/s={res['eval_examples_per_s']:8.2f} train_s={res['train_s']:7.2f} "
                       f"wall_s={res['wall_s']:7.2f} peak_rss_mb={res['peak_rss_mb']:7.1f} "
-                      f"{res['metric_name']}={res['metric']:.4f} precision={res['mixed_precision']}", flush=True)
+                      f"{res['metric_name']}={res['metric']:.4f} precision={res['mixed_precision']} "
+                      f"other_load_before={_fmt(busy_before, '.0%')}", flush=True)
             summary = {}
             if "fewdims" in results:
                 f = results["fewdims"]

@@ -3,7 +3,8 @@ step, evaluation (seconds and share of the train() call), plus optionally the to
 
   .venv/bin/python bench/profile_training.py [--task sst2] [--train-size 2000] [--ops 8]
 
-The phases are measured by wrapping the functions train() calls (wall-clock; on a CPU every op is synchronous,
+Set FEWDIMS_FAST_TRAIN=0 to profile the plain Hugging Face forward instead of fewdims.train.FastBert. The
+phases are measured by wrapping the functions train() calls (wall-clock; on a CPU every op is synchronous,
 so a phase's time is its own). `--ops N` profiles the first N training steps with torch.profiler afterwards
 and prints the top operators.
 """
@@ -50,6 +51,8 @@ def main():
     plain_forward = ft.forward_features
     ft.forward_features = lambda m, b: timed(
         "forward" if torch.is_grad_enabled() else "eval_forward", plain_forward)(m, b)
+    ft.FastBert.__call__ = timed("forward", ft.FastBert.__call__)  # the training forward when the fast path is on
+    ft.clip_in_optimizer = timed("clip_grad_norm", ft.clip_in_optimizer)
     from accelerate import Accelerator
 
     Accelerator.backward = timed("backward", Accelerator.backward)
@@ -71,15 +74,16 @@ def main():
     rows = [
         ("tokenization", t["tokenize_s"]),
         ("collate (train + eval)", spent["collate"]),
-        ("forward + head + loss (train)", spent["forward"]),
+        ("forward: backbone + pooling (train)", spent["forward"]),
         ("backward", spent["backward"]),
         ("clip_grad_norm", spent["clip_grad_norm"]),
         ("optimizer step (+ schedule)", spent["optimizer_step"]),
-        ("other train-loop host work", train_other),
+        ("other train-loop work (head, loss, ...)", train_other),
         ("evaluation (all)", t["eval_s"]),
         ("setup (load data/model, accelerate)", total - t["train_s"] - t["eval_s"] - t["tokenize_s"]),
     ]
     print(f"# {config.label()} train_size={args.train_size} threads={torch.get_num_threads()} "
+          f"fast_path={ft._FAST['enabled']} loadavg1={os.getloadavg()[0]:.2f} "
           f"train {t['train_examples_per_s']:.1f} ex/s, eval {t['eval_examples_per_s']:.1f} ex/s, "
           f"metric {result.metrics}")
     print(f"# eval: forward {spent['eval_forward']:.2f} s of {t['eval_s']:.2f} s")

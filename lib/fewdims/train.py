@@ -3,6 +3,8 @@
 One small loop on `accelerate`: on a CPU it runs in-process (bf16 autocast where the CPU supports it); on one
 or several GPUs the same code runs under `accelerate launch`. Note: a bare `accelerate launch` on a CPU sets
 one thread per process; pass `--cpu --num_processes 1` (or just call `train` in-process) to use every core.
+On a CPU, a BERT backbone is fine-tuned through `FastBert`: the same computation as its Hugging Face forward,
+with fewer and cheaper operations (see there).
 """
 from __future__ import annotations
 
@@ -164,9 +166,13 @@ def _feature_cache(config: RunConfig, name: str, encoded, model, accelerator, pa
 #   * in the last layer, rows nobody reads: with 'cls' or 'pooler' pooling only position 0 of the last layer
 #     reaches the loss, so that layer computes keys and values for every token but queries, attention output and
 #     feed-forward for [CLS] only (identical gradients);
+#   * separate dropout and residual-add passes: one addcmul does both (the product rounded once, in fp32);
 #   * the word-embedding gradient: autograd would allocate a fresh dense vocab x hidden fp32 tensor every step
-#     (47 MB for MiniLM: page faults cost more than the backward itself); here the rows are added into one
-#     persistent buffer, and only the rows written in the previous step are cleared.
+#     (47 MB for MiniLM: zeroing fresh pages took 70 ms, refilling a kept buffer 5 ms); here the rows are added
+#     into one persistent buffer, and only the rows written in the previous step are cleared.
+# Gradient clipping is folded into the fused AdamW step as well (clip_in_optimizer). Outputs and gradients match
+# the Hugging Face forward (tests/test_bench.py); set FEWDIMS_FAST_TRAIN=0 to train through the Hugging Face
+# forward instead. The other switches exist for side-by-side measurements (bench/ab_train_step.py).
 # ----------------------------------------------------------------------------------------------------------------
 _FAST = {"enabled": os.environ.get("FEWDIMS_FAST_TRAIN", "1") not in ("0", "false", ""),
          "cls_only": True, "fused_dropout": True, "embedding_buffer": True}
@@ -188,23 +194,27 @@ class _Masks:
     """Dropout keep-masks already scaled by 1/(1-p), in the dtype of the tensor they multiply.
 
     The masks of one step live in one reused buffer (`new_step` rewinds it): fresh multi-MB arrays each step
-    cost more in page faults than generating the bits. A buffer that some tensor still uses (a graph kept alive
-    past its step) is never rewound: a new one is made instead."""
+    cost more in page faults than generating the bits. A step that needs more than the buffer holds gets the rest
+    as separate arrays, and the next step's buffer is sized to that need. A buffer that some tensor still uses
+    (a graph kept alive past its step) is never rewound: a new one is made instead."""
 
     def __init__(self, seed: int):
         self.rng = np.random.Generator(np.random.PCG64(seed))
-        self.arena, self.offset = np.empty(0, dtype=np.uint8), 0
+        self.arena, self.offset, self.needed = np.empty(0, dtype=np.uint8), 0, 0
 
     def new_step(self):
-        if sys.getrefcount(self.arena) > 2:  # this attribute + getrefcount's argument; more = views still in use
-            self.arena = np.empty(0, dtype=np.uint8)
-        self.offset = 0
+        in_use = sys.getrefcount(self.arena) > 2  # this attribute + getrefcount's argument; more = views alive
+        if in_use or self.needed > len(self.arena):
+            self.arena = np.empty(max(self.needed, len(self.arena)), dtype=np.uint8)
+        self.offset = self.needed = 0
 
     def _take(self, nbytes: int) -> np.ndarray:
-        if self.offset + nbytes > len(self.arena):  # grow; masks already handed out keep the old buffer alive
-            self.arena, self.offset = np.empty(max(2 * len(self.arena), nbytes, 1 << 20), dtype=np.uint8), 0
+        slot = -(-nbytes // 64) * 64  # 64-byte aligned
+        self.needed += slot
+        if self.offset + nbytes > len(self.arena):
+            return np.empty(nbytes, dtype=np.uint8)
         out = self.arena[self.offset:self.offset + nbytes]
-        self.offset += -(-nbytes // 64) * 64
+        self.offset += slot
         return out
 
     def __call__(self, shape, p: float, dtype: torch.dtype) -> torch.Tensor:
@@ -224,12 +234,29 @@ class _Masks:
         return torch.from_numpy(out).view(shape)
 
 
+def _rate(dropout: nn.Dropout) -> float:
+    return dropout.p if dropout.training else 0.0  # model.eval() switches dropout off, as in the module itself
+
+
 def _dropout(x: torch.Tensor, p: float, masks) -> torch.Tensor:
     if p <= 0.0:
         return x
     if masks is None:
         return nn.functional.dropout(x, p, True)
     return x * masks(x.shape, p, x.dtype)
+
+
+def _dropout_add(x: torch.Tensor, residual: torch.Tensor, p: float, masks) -> torch.Tensor:
+    """residual + dropout(x) in one op (addcmul); the product is formed in the residual's fp32, so it is rounded
+    once instead of twice."""
+    if p <= 0.0 or masks is None:
+        return residual + _dropout(x, p, None)
+    return torch.addcmul(residual, x, masks(x.shape, p, x.dtype))
+
+
+def _contiguous(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """x as a contiguous tensor of `dtype`: layout change and cast in a single copy."""
+    return x.to(dtype, memory_format=torch.contiguous_format) if x.dtype != dtype else x.contiguous()
 
 
 class _EmbeddingRows(torch.autograd.Function):
@@ -254,8 +281,7 @@ class FastBert:
 
     def __init__(self, backbone: nn.Module, compute_dtype: torch.dtype, seed: int, cls_only: bool):
         self.backbone, self.dtype = backbone, compute_dtype
-        cfg = backbone.config
-        self.heads, self.eps = cfg.num_attention_heads, cfg.layer_norm_eps
+        self.heads = backbone.config.num_attention_heads
         self.cls_only = cls_only and _FAST["cls_only"]
         self.masks = _Masks(seed) if _FAST["fused_dropout"] else None
         self.pad_id = backbone.embeddings.word_embeddings.padding_idx
@@ -293,7 +319,7 @@ class FastBert:
         x = self.word_embeddings(input_ids) + emb.token_type_embeddings(token_type_ids)
         x = x + emb.position_embeddings.weight[:T]
         x = nn.functional.layer_norm(x, x.shape[-1:], emb.LayerNorm.weight, emb.LayerNorm.bias, emb.LayerNorm.eps)
-        h = _dropout(x, emb.dropout.p, self.masks)
+        h = _dropout(x, _rate(emb.dropout), self.masks)
         # additive mask over keys, one row per (example, head): broadcast over queries by baddbmm
         bias = (1.0 - attention_mask.to(torch.float32)) * torch.finfo(torch.float32).min
         bias = bias[:, None, None, :].expand(B, self.heads, 1, T).reshape(B * self.heads, 1, T)
@@ -313,29 +339,28 @@ class FastBert:
         hb = h.to(dt)
         if last_rows_only:  # keys and values for every token, the query for [CLS] only
             q = F.linear(hb[:, :1], q_w.to(dt), q_b.to(dt))
+            q = _contiguous(q.view(B, 1, nh, hd).transpose(1, 2), torch.float32).view(B * nh, 1, hd)
             kv = F.linear(hb, torch.cat([k_w, v_w]).to(dt), torch.cat([k_b, v_b]).to(dt))
-            k, v, Tq, h = kv[..., :H], kv[..., H:], 1, h[:, :1]
+            k, v = _contiguous(kv.view(B, T, 2, nh, hd).permute(2, 0, 3, 1, 4), torch.float32)
+            Tq, h = 1, h[:, :1]
         else:
             qkv = F.linear(hb, torch.cat([q_w, k_w, v_w]).to(dt), torch.cat([q_b, k_b, v_b]).to(dt))
-            q, k, v, Tq = qkv[..., :H], qkv[..., H:2 * H], qkv[..., 2 * H:], T
-        # heads to the batch dimension, upcast to fp32 in the same copy (SDPA's math path also attends in fp32)
-        f32, contiguous = torch.float32, torch.contiguous_format
-        q = q.unflatten(-1, (nh, hd)).transpose(1, 2).to(f32, memory_format=contiguous).reshape(B * nh, Tq, hd)
-        k = k.unflatten(-1, (nh, hd)).permute(0, 2, 3, 1).to(f32, memory_format=contiguous).reshape(B * nh, hd, T)
-        v = v.unflatten(-1, (nh, hd)).transpose(1, 2).to(f32, memory_format=contiguous).reshape(B * nh, T, hd)
-        scores = torch.baddbmm(bias, q, k, alpha=getattr(att, "scaling", hd ** -0.5))
-        probs = _dropout(torch.softmax(scores, dim=-1), att.dropout.p, self.masks)
-        ctx = torch.bmm(probs, v).view(B, nh, Tq, hd).transpose(1, 2).to(dt, memory_format=contiguous)
-        ctx = ctx.reshape(B, Tq, H)
+            # one copy puts the heads next to the batch and upcasts (SDPA's math path also attends in fp32)
+            q, k, v = _contiguous(qkv.view(B, T, 3, nh, hd).permute(2, 0, 3, 1, 4), torch.float32)
+            Tq = T
+        q, k, v = q.reshape(B * nh, Tq, hd), k.reshape(B * nh, T, hd), v.reshape(B * nh, T, hd)
+        scores = torch.baddbmm(bias, q, k.transpose(1, 2), alpha=getattr(att, "scaling", hd ** -0.5))
+        probs = _dropout(torch.softmax(scores, dim=-1), _rate(att.dropout), self.masks)
+        ctx = _contiguous(torch.bmm(probs, v).view(B, nh, Tq, hd).transpose(1, 2), dt).view(B, Tq, H)
         out = layer.attention.output
         a = F.linear(ctx, out.dense.weight.to(dt), out.dense.bias.to(dt))
-        a = F.layer_norm(_dropout(a, out.dropout.p, self.masks) + h, (H,), out.LayerNorm.weight,
+        a = F.layer_norm(_dropout_add(a, h, _rate(out.dropout), self.masks), (H,), out.LayerNorm.weight,
                          out.LayerNorm.bias, out.LayerNorm.eps)
         mid = layer.intermediate.dense
         i = F.gelu(F.linear(a.to(dt), mid.weight.to(dt), mid.bias.to(dt)))
         out = layer.output
         o = F.linear(i, out.dense.weight.to(dt), out.dense.bias.to(dt))
-        return F.layer_norm(_dropout(o, out.dropout.p, self.masks) + a, (H,), out.LayerNorm.weight,
+        return F.layer_norm(_dropout_add(o, a, _rate(out.dropout), self.masks), (H,), out.LayerNorm.weight,
                             out.LayerNorm.bias, out.LayerNorm.eps)
 
 
