@@ -239,6 +239,18 @@ def _uninformative_note(names: list[str], what: str) -> str:
             f"{', '.join(names)}.")
 
 
+def _informative_tasks(details: pd.DataFrame, claim: str, what: str, empty_reason: str):
+    """(informative rows, note naming the left-out tasks, a 'not tested' result or None) for a per-task claim
+    of the Few Dimensions paper."""
+    if details.empty:
+        return details, "", _not_tested(claim, FUKUHATA, empty_reason, details)
+    info = details[details.informative]
+    note = _uninformative_note(details[~details.informative].task.tolist(), what)
+    if info.empty:
+        return info, note, _not_tested(claim, FUKUHATA, f"no informative task.{note}".rstrip("."), details)
+    return info, note, None
+
+
 def _stat(frame: pd.DataFrame) -> tuple[float, float, int]:
     """(mean score, mean majority, n) of a group of runs."""
     if len(frame) == 0:
@@ -321,13 +333,10 @@ def few_dims_claim(runs: pd.DataFrame) -> dict:
                          "best_selected": best, "gap": all_m - best, "majority": maj,
                          "informative": _informative(all_m, maj), "close": all_m - best <= CLOSE_POINTS})
     details = pd.DataFrame(rows)
-    if details.empty:
-        return _not_tested(FEW_DIMS_CLAIM, FUKUHATA, "no task has both an all-dims run and a 2- or 3-dim run",
-                           details)
-    info = details[details.informative]
-    note = _uninformative_note(details[~details.informative].task.tolist(), "the all-dims model")
-    if info.empty:
-        return _not_tested(FEW_DIMS_CLAIM, FUKUHATA, f"no informative task.{note}".rstrip("."), details)
+    info, note, untested = _informative_tasks(details, FEW_DIMS_CLAIM, "the all-dims model",
+                                              "no task has both an all-dims run and a 2- or 3-dim run")
+    if untested:
+        return untested
     parts = "; ".join(f"{r.task}: all dims {fmt(r.all_dims)}, best 2 dims {fmt(r.best_k2)}"
                       f"{f' ({r.seeds_k2} seeds)' if r.seeds_k2 > 1 else ''}, best 3 dims {fmt(r.best_k3)}"
                       for r in details.itertuples())
@@ -365,12 +374,10 @@ def selected_vs_random_claim(runs: pd.DataFrame, k: int = 2) -> dict:
                 row[kind] = float(sel[sel.variant == kind].score.max()) if (sel.variant == kind).any() else math.nan
             rows.append(row)
     details = pd.DataFrame(rows)
-    if details.empty:
-        return _not_tested(SELECTED_CLAIM, FUKUHATA, f"no task has both random and selected {k}-dim runs", details)
-    info = details[details.informative]
-    note = _uninformative_note(details[~details.informative].task.tolist(), "every dimension-selected model")
-    if info.empty:
-        return _not_tested(SELECTED_CLAIM, FUKUHATA, f"no informative task.{note}".rstrip("."), details)
+    info, note, untested = _informative_tasks(details, SELECTED_CLAIM, "every dimension-selected model",
+                                              f"no task has both random and selected {k}-dim runs")
+    if untested:
+        return untested
     parts = "; ".join(f"{r.task}: selected {fmt(r.best_selected)} ({r.best_kind}) vs random "
                       f"{fmt(r.random_mean)} (mean of {r.random_sets} sets, best {fmt(r.random_max)})"
                       for r in details.itertuples())
