@@ -135,3 +135,33 @@ def test_corrupt_record_is_reported_not_reused(smoke_env):
     with pytest.raises(FewdimsError, match=str(path.name)):
         Runner(profile, verbose=False).run(config)
     assert path.read_bytes() == before
+
+
+def test_cost_model_is_calibrated_from_stored_timings():
+    from fewdims.runner import estimate_seconds, measured_throughput
+
+    profile = load_profile("cpu", task="sst2")
+    config = profile.base_config("sst2")
+    nominal = estimate_seconds(config, 1.0)  # seconds at 1 token/s
+    # four quiet runs at 2,000 tokens/s and one on a busy machine 5x slower; other models and devices ignored
+    records = [{"config": config.to_dict(), "timings": {"device": "cpu", "total_s": nominal / rate}}
+               for rate in (2000, 2000, 2000, 2000, 400)]
+    records += [{"config": {**config.to_dict(), "model": "tiny"}, "timings": {"device": "cpu", "total_s": 1.0}},
+                {"config": config.to_dict(), "timings": {"device": "cuda", "total_s": 0.01}},
+                {"config": config.to_dict(), "timings": {}}]
+    rate, used = measured_throughput(records, "minilm")
+    assert used == 5 and rate == pytest.approx(2000)
+    assert measured_throughput([], "minilm") == (None, 0)
+
+
+def test_runner_reports_measured_compute_of_every_run_it_used(smoke_env):
+    profile = load_profile("smoke", task="sst2", seeds=1)
+    first = Runner(profile, verbose=False)
+    Experiments(profile, first).token()
+    again = Runner(profile, verbose=False)
+    Experiments(profile, again).token()
+    assert again.tokens_per_s is not None and again.calibration_runs == first.computed
+    assert set(again.recorded_s) == set(first.recorded_s) and all(s > 0 for s in again.recorded_s.values())
+    assert f"{sum(again.recorded_s.values()) / 3600:.2f} h" in again.summary()
+    planned = Runner(profile, dry_run=True)
+    assert "upper-quartile throughput" in planned.throughput_note()

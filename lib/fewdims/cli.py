@@ -25,7 +25,7 @@ def cmd_data(args) -> None:
 def cmd_grid(args) -> None:
     from .experiments import Experiments
     from .profiles import load_profile
-    from .runner import Runner, estimate_flops, estimate_seconds
+    from .runner import Runner, estimate_flops
 
     profile = load_profile(args.profile, task=args.task)
     runner = Runner(profile, dry_run=args.dry_run, verbose=True)
@@ -39,10 +39,11 @@ def cmd_grid(args) -> None:
     if args.dry_run:
         flops = sum(estimate_flops(c) for c in runner.planned)
         for config in runner.planned if args.list else []:
-            print(f"  {config.label():60s} ~{estimate_seconds(config) / 60:6.1f} min on this CPU")
+            print(f"  {config.label():60s} ~{runner.estimate(config) / 60:6.1f} min on this machine")
         print(f"{len(runner.planned)} runs; ~{flops / 1e15:.1f} PFLOP of training and evaluation; "
               f"~{flops / 100e12 / 3600:.1f} GPU-hours at an effective 100 TFLOP/s; "
-              f"~{sum(estimate_seconds(c) for c in runner.planned) / 3600:.1f} h on this 2-core CPU")
+              f"~{sum(runner.estimate(c) for c in runner.planned) / 3600:.1f} h on this machine "
+              f"{runner.throughput_note()}")
     else:
         print(f"grid {profile.name}: {runner.summary()}; wall time {(time.perf_counter() - t0) / 60:.1f} min")
 

@@ -9,6 +9,8 @@ import math
 import sys
 import time
 
+import numpy as np
+
 from .config import RunConfig
 from .errors import FewdimsError
 from .profiles import Profile
@@ -39,6 +41,8 @@ class Runner:
         self.verbose = (not dry_run and sys.stderr.isatty()) if verbose is None else verbose
         self.reused = self.computed = self.reanalysed = 0
         self.compute_s = 0.0
+        self.recorded_s: dict[str, float] = {}  # key -> measured seconds of every finished run the grid used
+        self.tokens_per_s, self.calibration_runs = measured_throughput(self.store.records(), profile["model"])
         self.planned: list[RunConfig] = []
         self.missing: list[RunConfig] = []  # with allow_compute=False: runs not stored, left out of the results
 
@@ -49,7 +53,7 @@ class Runner:
             missing = [a for a in analyses if not a.satisfied_by(record.get("extra", {}))]
             if not missing:
                 self.reused += 1
-                return record
+                return self._count(record)
             if not self.dry_run and self.allow_compute:
                 from .analysis import analyse_cached
 
@@ -58,10 +62,10 @@ class Runner:
                 if extra is not None:
                     self.reanalysed += 1
                     self.compute_s += time.perf_counter() - t0
-                    return self.store.update_extra(config, extra)
+                    return self._count(self.store.update_extra(config, extra))
             elif not self.dry_run:
                 self.reused += 1  # stored but without some analysis: use what is there
-                return record
+                return self._count(record)
             record = None  # the weights are gone: recompute the run with its analyses
         if not self.allow_compute and not self.dry_run:
             if config.key() not in {c.key() for c in self.missing}:
@@ -80,15 +84,31 @@ class Runner:
         if self.verbose:
             print(f"[fewdims] {config.label()}: {score(record):.1f} in {time.perf_counter() - t0:.0f} s",
                   file=sys.stderr)
+        return self._count(record)
+
+    def _count(self, record: dict) -> dict:
+        self.recorded_s[record["key"]] = float(record.get("timings", {}).get("total_s", math.nan))
         return record
+
+    def estimate(self, config: RunConfig) -> float:
+        """Estimated seconds of one run on this machine (calibrated from stored runs when there are any)."""
+        return estimate_seconds(config, self.tokens_per_s)
+
+    def throughput_note(self) -> str:
+        if self.tokens_per_s is None:
+            return "at the nominal 1,600 tokens/s (no stored run of this model to calibrate from)"
+        return (f"at {self.tokens_per_s:,.0f} tokens/s, the upper-quartile throughput of {self.calibration_runs} stored "
+                f"{self.profile['model']} runs")
 
     def summary(self) -> str:
         if self.dry_run:
-            est = sum(estimate_seconds(c) for c in self.planned)
+            est = sum(self.estimate(c) for c in self.planned)
             return (f"{len(self.planned)} runs to compute, {self.reused} stored; estimated "
-                    f"{est / 3600:.2f} h on this machine's measured throughput")
+                    f"{est / 3600:.2f} h {self.throughput_note()}")
+        measured = [s for s in self.recorded_s.values() if not math.isnan(s)]
         text = (f"{self.reused} runs reused, {self.computed} computed, {self.reanalysed} re-analysed "
-                f"({self.compute_s / 60:.1f} min of compute)")
+                f"({self.compute_s / 60:.1f} min of compute now; the {len(measured)} runs' stored timings add up "
+                f"to {sum(measured) / 3600:.2f} h)")
         if self.missing:
             text += (f"; {len(self.missing)} runs not stored and left out (compute=False): "
                      f"{', '.join(c.label() for c in self.missing[:5])}{' ...' if len(self.missing) > 5 else ''}")
@@ -122,6 +142,23 @@ def estimate_seconds(config: RunConfig, tokens_per_s: float | None = None) -> fl
     train_passes = rows * config.epochs * (0.0 if config.freeze_backbone else 1.0)
     eval_passes = DEV_ROWS[config.task] * config.epochs + (rows if config.freeze_backbone else 0)
     return (train_passes * tokens * layer_share + eval_passes * tokens * layer_share / 3.0) / rate
+
+
+def measured_throughput(records: list[dict], model: str) -> tuple[float | None, int]:
+    """(upper-quartile nominal tokens/s, runs used) over stored CPU runs of `model`: each run's estimate at 1 token/s
+    over its measured seconds. The upper quartile, because a busy machine only ever slows runs down (several
+    times, measured) while the estimator's misfit across tasks spreads rates both ways."""
+    rates = []
+    for record in records:
+        seconds = record.get("timings", {}).get("total_s")
+        if record.get("config", {}).get("model") != model or record["timings"].get("device") != "cpu" \
+                or not seconds:
+            continue
+        try:
+            rates.append(estimate_seconds(RunConfig.from_dict(record["config"]), 1.0) / seconds)
+        except (FewdimsError, TypeError):  # a record of an older config schema: not a calibration point
+            continue
+    return (float(np.quantile(rates, 0.75)), len(rates)) if rates else (None, 0)
 
 
 def estimate_flops(config: RunConfig) -> float:
