@@ -165,3 +165,33 @@ def test_runner_reports_measured_compute_of_every_run_it_used(smoke_env):
     assert f"{sum(again.recorded_s.values()) / 3600:.2f} h" in again.summary()
     planned = Runner(profile, dry_run=True)
     assert "upper-quartile throughput" in planned.throughput_note()
+
+
+def test_representations_are_cached_so_another_cka_variant_needs_no_weights(smoke_env):
+    import shutil
+
+    from fewdims.analysis import analyse_cached, layer_analysis, representations_path
+    from fewdims.train import weights_dir
+
+    profile = load_profile("smoke", task="sst2", seeds=1)
+    runner = Runner(profile, verbose=False)
+    ex = Experiments(profile, runner)
+    record = ex.baseline("sst2")
+    config = ex.base("sst2", seed=0, save_weights=True)
+    params = record["extra"]["layers"]["params"]
+    n, reps = params["n_examples"], tuple(params["representations"])
+    assert representations_path(config, params["split"], n).exists()
+    assert representations_path(config, params["split"], n, pretrained=True).exists()
+    shutil.rmtree(weights_dir(config))
+
+    # the same analysis from the cache alone equals what was computed with the model in memory
+    same = analyse_cached(config, [layer_analysis(params["requested"], reps, False)], profile.glue_dir)
+    assert same == {"layers": record["extra"]["layers"]}
+    # a new variant (debiased CKA, one representation) is re-analysed without weights and stored
+    variant = layer_analysis(params["requested"], ("cls",), True)
+    updated = runner.run(config, [variant])
+    assert runner.reanalysed == 1 and variant.satisfied_by(updated["extra"])
+    assert updated["metrics"] == record["metrics"]
+    # an unreadable cache is not an error: without weights the analysis is simply not available
+    representations_path(config, params["split"], n).write_bytes(b"not an npz")
+    assert analyse_cached(config, [layer_analysis(params["requested"], reps, True)], profile.glue_dir) is None

@@ -10,6 +10,10 @@ the result record's `extra`, so notebooks read small arrays and scores, never we
 """
 from __future__ import annotations
 
+import hashlib
+import json
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -94,22 +98,87 @@ def _nan_to_none(a: np.ndarray) -> list:
     return [_nan_to_none(x) if isinstance(x, np.ndarray) else (None if np.isnan(x) else float(x)) for x in a]
 
 
+def representations_path(config, split: str, n: int, pretrained: bool = False) -> Path:
+    """Local cache of one model's per-layer representations and per-layer predictions on the analysis examples.
+    Like weights it is never committed (~5 MB per model and representation); the record keeps only the CKA
+    matrices and scores. The pretrained backbone is keyed by what its inputs depend on."""
+    from .models import cache_root
+
+    inputs = json.dumps(["pretrained", config.model, config.task, config.max_length, config.eval_size,
+                         config.data_seed])
+    key = hashlib.sha256(inputs.encode()).hexdigest()[:16] if pretrained else config.key()
+    return cache_root() / "representations" / config.task / f"{key}-{split}-n{n}.npz"
+
+
+def _save_representations(path: Path, keep, preds, reps) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {"keep": keep, **({"preds": np.stack(preds)} if preds is not None else {}),
+              **{f"rep_{r}": np.stack(v) for r, v in reps.items()}}
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)  # atomic: an interrupted write never leaves a truncated cache file
+
+
+def _load_representations(path: Path, keep, representations, need_preds: bool):
+    """(preds or None, reps) from the cache, or None when it is missing, stale or lacks something asked for."""
+    if not path.exists():
+        return None
+    try:
+        with np.load(path) as f:
+            if not np.array_equal(f["keep"], keep) or (need_preds and "preds" not in f) or \
+                    any(f"rep_{r}" not in f for r in representations):
+                return None
+            preds = list(f["preds"]) if need_preds else None
+            return preds, {r: list(f[f"rep_{r}"]) for r in representations}
+    except (OSError, ValueError, KeyError):  # unreadable cache: recompute rather than fail
+        return None
+
+
 def layer_analysis(n_examples: int, representations=("cls", "mean"), debiased: bool = False):
-    def run(model, context):
-        task, split = context["task"], (context["config"].eval_splits or context["task"].eval_splits)[0]
-        encoded, acc, pad_id = context["eval"][split], context["accelerator"], context["pad_id"]
-        keep = _examples(len(encoded), n_examples)
-        preds, reps = layer_outputs(model, encoded, acc, pad_id, keep, representations)
-        pre = _pretrained_reps(context["config"], encoded, acc, pad_id, keep, representations)
+    """CKA between all layer pairs (pretrained and fine-tuned) and layer dropping. Representations are computed
+    once per model and cached locally, so another CKA variant (debiased, fewer representations) of a finished run
+    needs neither its weights nor a forward pass (`run.from_cache`)."""
+    def summarise(task, split, keep, labels, preds, reps, pre) -> dict:
         out = {"params": {"n_examples": int(len(keep)), "requested": n_examples,
-                          "representations": list(representations),
-                          "debiased": debiased, "split": split},
-               "layer_drop": [compute_metrics(task.name, p, encoded.labels) for p in preds]}
+                          "representations": list(representations), "debiased": debiased, "split": split},
+               "layer_drop": [compute_metrics(task.name, p, labels) for p in preds]}
         for r in representations:
             out[r] = {"finetuned": _nan_to_none(safe_cka_matrix(reps[r], debiased)),
                       "pretrained": _nan_to_none(safe_cka_matrix(pre[r], debiased)),
                       "pretrained_vs_finetuned": _nan_to_none(safe_cka_pairs(pre[r], reps[r], debiased))}
         return {"layers": out}
+
+    def run(model, context):
+        config, task = context["config"], context["task"]
+        split = (config.eval_splits or task.eval_splits)[0]
+        encoded, acc, pad_id = context["eval"][split], context["accelerator"], context["pad_id"]
+        keep = _examples(len(encoded), n_examples)
+        path = representations_path(config, split, len(keep))
+        # the record being written is new: its model's representations are recomputed, never read from a cache
+        preds, reps = layer_outputs(model, encoded, acc, pad_id, keep, representations)
+        _save_representations(path, keep, preds, reps)
+        pre_path = representations_path(config, split, len(keep), pretrained=True)
+        cached = _load_representations(pre_path, keep, representations, need_preds=False)
+        if cached is None:
+            pre = _pretrained_reps(config, encoded, acc, pad_id, keep, representations)
+            _save_representations(pre_path, keep, None, pre)
+        else:
+            pre = cached[1]
+        return summarise(task, split, keep, encoded.labels, preds, reps, pre)
+
+    def from_cache(config, glue_dir) -> dict | None:
+        task = get_task(config.task)
+        split = (config.eval_splits or task.eval_splits)[0]
+        labels = load_split(task.name, split, glue_dir).subset(config.eval_size, config.data_seed).labels
+        keep = _examples(len(labels), n_examples)
+        tuned = _load_representations(representations_path(config, split, len(keep)), keep, representations, True)
+        pre = _load_representations(representations_path(config, split, len(keep), True), keep, representations,
+                                    False)
+        if tuned is None or pre is None:
+            return None
+        return summarise(task, split, keep, labels, tuned[0], tuned[1], pre[1])
+
+    run.from_cache = from_cache
     run.satisfied_by = lambda extra: extra.get("layers", {}).get("params", {}).get("n_examples") is not None and \
         extra["layers"]["params"]["representations"] == list(representations) and \
         extra["layers"]["params"]["debiased"] == debiased and extra["layers"]["params"]["requested"] == n_examples
@@ -198,9 +267,18 @@ def retention_analysis(stage_a_config, glue_dir):
 
 
 def analyse_cached(config, analyses, glue_dir) -> dict | None:
-    """Run `analyses` on a finished run whose weights are in the local cache; None if they are not there."""
+    """Run `analyses` on a finished run from its cached representations where an analysis can, else from its
+    weights in the local cache; None if what is needed is not there."""
     from .train import build_classifier, make_accelerator, weights_dir
 
+    extra, analyses = {}, list(analyses)
+    for analysis in list(analyses):
+        got = analysis.from_cache(config, glue_dir) if hasattr(analysis, "from_cache") else None
+        if got is not None:
+            extra.update(got)
+            analyses.remove(analysis)
+    if not analyses:
+        return extra
     path = weights_dir(config)
     if not (path / "backbone.pt").exists() or not (path / "head.pt").exists():
         return None
@@ -215,7 +293,6 @@ def analyse_cached(config, analyses, glue_dir) -> dict | None:
                           config.max_length, config.model) for s in splits}
     context = {"config": config, "accelerator": accelerator, "eval": eval_enc, "pad_id": tokenizer.pad_token_id or 0,
                "task": task, "tokenizer": tokenizer}
-    extra = {}
     for analysis in analyses:
         extra.update(analysis(model, context))
     return extra
