@@ -49,9 +49,31 @@ def weights_dir(config: RunConfig) -> Path:
     return cache_root() / "weights" / config.key()
 
 
+def keep_freed_memory() -> bool:
+    """Ask glibc's malloc to keep freed memory for reuse instead of handing it back to the kernel.
+
+    By default every tensor above ~128 KB-32 MB is a fresh mmap, and unmapped again when freed: each training
+    step then page-faults its activations in anew, and the kernel zeroes every page. Measured on this 2-core
+    CPU (bench/bench_training.py), that is a large share of a short-sequence step, and several times more when
+    another process shares the cores. Only where memory comes from; the arithmetic is unchanged. Linux/glibc
+    only; FEWDIMS_KEEP_FREED_MEMORY=0 turns it off (for side-by-side measurements). Returns whether it is on."""
+    if os.environ.get("FEWDIMS_KEEP_FREED_MEMORY", "1") in ("0", "false", "") or not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (e.g. musl): nothing to tune
+        return False
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, 1 << 30) and libc.mallopt(M_TRIM_THRESHOLD, (1 << 31) - 1))
+
+
 def make_accelerator(precision: str):
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
+
+    keep_freed_memory()  # every training or analysis pass starts here
 
     # Each run may ask for a different precision; accelerate keeps a process-wide singleton state.
     AcceleratorState._reset_state(True)
