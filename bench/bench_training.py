@@ -9,6 +9,11 @@ each):
            padding='max_length' to max_length, default_data_collator, eval batch 8
   tuned    the best-configured Trainer: same plus bf16, dynamic padding (DataCollatorWithPadding),
            length-grouped sampling and eval batch 128
+  tuned_kept_memory
+           the tuned Trainer in a process with fewdims' allocator setting (fewdims.train.keep_freed_memory):
+           how much of fewdims' lead is that one setting, which any PyTorch program can copy
+  fewdims_default_malloc
+           (only with --only) fewdims with that setting off, to measure it side by side
 
 Then fewdims' achieved training GFLOP/s, against a measured bf16 matmul peak:
 
@@ -22,10 +27,11 @@ are not counted: the FLOPs are what the task needs, not what an implementation c
 
 Usage (defaults as `make bench`):
   .venv/bin/python bench/bench_training.py [--tasks sst2,rte] [--train-size 2000] [--epochs 1] [--model minilm]
-      [--glue-dir DIR] [--only fewdims,trainer,tuned]
+      [--glue-dir DIR] [--only fewdims,trainer,tuned,tuned_kept_memory]
 
 The last line of the output is
   speedup_vs_trainer=<min over tasks> speedup_vs_tuned_trainer=<min over tasks> metric_delta=<worst task>
+      speedup_vs_tuned_kept_memory=<min over tasks>
 with speedups = fewdims train examples/s / the Trainer's and metric deltas in points (fewdims minus Trainer).
 The numbers also go to bench/out/bench_training.json.
 """
@@ -43,7 +49,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-TRAINERS = ("fewdims", "trainer", "tuned")
+TRAINERS = ("fewdims", "trainer", "tuned", "tuned_kept_memory")
+EXTRA_TRAINERS = ("fewdims_default_malloc",)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -226,10 +233,16 @@ def run_matmul_peak(p: dict) -> dict:
 
 def _worker(kind: str, params: dict, queue) -> None:
     try:
-        if kind == "fewdims":
+        if kind == "fewdims_default_malloc":
+            os.environ["FEWDIMS_KEEP_FREED_MEMORY"] = "0"  # this spawned worker only
+        if kind in ("fewdims", "fewdims_default_malloc"):
             out = run_fewdims(params)
-        elif kind in ("trainer", "tuned"):
-            out = run_hf_trainer(params, tuned=kind == "tuned")
+        elif kind in ("trainer", "tuned", "tuned_kept_memory"):
+            if kind == "tuned_kept_memory":
+                from fewdims.train import keep_freed_memory
+
+                keep_freed_memory()
+            out = run_hf_trainer(params, tuned=kind != "trainer")
         elif kind == "peak":
             out = run_matmul_peak(params)
         elif kind == "model_dir":
@@ -293,7 +306,8 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default="minilm", help="'minilm', 'tiny' or a local Hugging Face model directory")
     ap.add_argument("--glue-dir", default=None,
                     help="GLUE TSV directory (default: $FEWDIMS_GLUE_DIR, else ../shared/glue)")
-    ap.add_argument("--only", default=",".join(TRAINERS), help="comma-separated subset of fewdims,trainer,tuned")
+    ap.add_argument("--only", default=",".join(TRAINERS),
+                    help=f"comma-separated subset of {','.join(TRAINERS + EXTRA_TRAINERS)}")
     ap.add_argument("--threads", type=int, default=2, help="torch threads in every worker")
     ap.add_argument("--peak-n", type=int, default=2048, help="matrix size of the bf16 matmul peak")
     ap.add_argument("--peak-seconds", type=float, default=5.0)
@@ -302,9 +316,9 @@ def main(argv=None) -> int:
 
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     only = [t.strip() for t in args.only.split(",") if t.strip()]
-    bad = [t for t in only if t not in TRAINERS]
+    bad = [t for t in only if t not in TRAINERS + EXTRA_TRAINERS]
     if bad or not only:
-        ap.error(f"--only takes a comma-separated subset of {','.join(TRAINERS)}, got {args.only!r}")
+        ap.error(f"--only takes a comma-separated subset of {','.join(TRAINERS + EXTRA_TRAINERS)}, got {args.only!r}")
     glue_dir = args.glue_dir or os.environ.get("FEWDIMS_GLUE_DIR") or str(HERE.parent.parent / "shared" / "glue")
     if not Path(glue_dir).is_dir():
         ap.error(f"GLUE directory {glue_dir} does not exist; pass --glue-dir or set FEWDIMS_GLUE_DIR")
@@ -320,7 +334,7 @@ def main(argv=None) -> int:
 
     record = {"args": vars(args), "glue_dir": base["glue_dir"], "tasks": {}}
     with tempfile.TemporaryDirectory(prefix="fewdims-bench-") as scratch:
-        if {"trainer", "tuned"} & set(only):
+        if {"trainer", "tuned", "tuned_kept_memory"} & set(only):
             base["model_dir"] = in_fresh_process("model_dir", {"model": args.model, "scratch": scratch})["model_dir"]
         if "fewdims" in only:
             record["other_load_before_peak"] = other_load()
@@ -350,8 +364,11 @@ def main(argv=None) -> int:
                     print(f"task={task} fewdims_gflops_per_s={f['train_gflops_per_s']:.1f} "
                           f"share_of_bf16_peak={f['share_of_peak']:.1%} train_tokens={f['train_tokens']:.0f} "
                           f"non_embedding_params={f['non_embedding_params']}", flush=True)
-                for kind, speed_key, delta_key in (("trainer", "speedup_vs_trainer", "metric_delta"),
-                                                   ("tuned", "speedup_vs_tuned_trainer", "metric_delta_tuned")):
+                for kind, speed_key, delta_key in (
+                        ("trainer", "speedup_vs_trainer", "metric_delta"),
+                        ("tuned", "speedup_vs_tuned_trainer", "metric_delta_tuned"),
+                        ("tuned_kept_memory", "speedup_vs_tuned_kept_memory", "metric_delta_tuned_kept_memory"),
+                        ("fewdims_default_malloc", "speedup_vs_fewdims_default_malloc", "metric_delta_default_malloc")):
                     if kind in results:
                         r = results[kind]
                         summary[speed_key] = f["train_examples_per_s"] / r["train_examples_per_s"]
@@ -360,7 +377,10 @@ def main(argv=None) -> int:
             print(f"task={task} speedup_vs_trainer={_fmt(summary.get('speedup_vs_trainer'))} "
                   f"speedup_vs_tuned_trainer={_fmt(summary.get('speedup_vs_tuned_trainer'))} "
                   f"metric_delta={_fmt(summary.get('metric_delta'), '+.2f')} "
-                  f"metric_delta_tuned={_fmt(summary.get('metric_delta_tuned'), '+.2f')}", flush=True)
+                  f"metric_delta_tuned={_fmt(summary.get('metric_delta_tuned'), '+.2f')} "
+                  f"speedup_vs_tuned_kept_memory={_fmt(summary.get('speedup_vs_tuned_kept_memory'))}"
+                  + (f" speedup_vs_fewdims_default_malloc={_fmt(summary['speedup_vs_fewdims_default_malloc'])}"
+                     if "speedup_vs_fewdims_default_malloc" in summary else ""), flush=True)
 
     def worst(key, pick):
         values = [s["summary"][key] for s in record["tasks"].values() if key in s["summary"]]
@@ -368,7 +388,8 @@ def main(argv=None) -> int:
 
     final = {"speedup_vs_trainer": worst("speedup_vs_trainer", min),
              "speedup_vs_tuned_trainer": worst("speedup_vs_tuned_trainer", min),
-             "metric_delta": worst("metric_delta", min)}
+             "metric_delta": worst("metric_delta", min),
+             "speedup_vs_tuned_kept_memory": worst("speedup_vs_tuned_kept_memory", min)}
     record["final"] = final
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -376,7 +397,8 @@ def main(argv=None) -> int:
     print(f"# wrote {out}", flush=True)
     print(f"speedup_vs_trainer={_fmt(final['speedup_vs_trainer'])} "
           f"speedup_vs_tuned_trainer={_fmt(final['speedup_vs_tuned_trainer'])} "
-          f"metric_delta={_fmt(final['metric_delta'], '+.2f')}", flush=True)
+          f"metric_delta={_fmt(final['metric_delta'], '+.2f')} "
+          f"speedup_vs_tuned_kept_memory={_fmt(final['speedup_vs_tuned_kept_memory'])}", flush=True)
     return 0
 
 

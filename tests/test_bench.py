@@ -18,7 +18,8 @@ from fewdims.models import load_backbone
 from fewdims.train import FastBert, _Masks
 
 ROOT = Path(__file__).resolve().parents[1]
-LAST_LINE = re.compile(r"speedup_vs_trainer=(\d+\.\d+) speedup_vs_tuned_trainer=(\d+\.\d+) metric_delta=([+-]\d+\.\d+)")
+LAST_LINE = re.compile(r"speedup_vs_trainer=(\d+\.\d+) speedup_vs_tuned_trainer=(\d+\.\d+) metric_delta=([+-]\d+\.\d+) "
+                       r"speedup_vs_tuned_kept_memory=(\d+\.\d+)")
 
 
 def test_bench_training_runs_and_ends_with_the_summary_line(tmp_path):
@@ -35,16 +36,17 @@ def test_bench_training_runs_and_ends_with_the_summary_line(tmp_path):
     lines = proc.stdout.strip().splitlines()
     assert LAST_LINE.fullmatch(lines[-1]), lines[-1]
     assert any(line.startswith("task=sst2 speedup_vs_trainer=") for line in lines)
-    for kind in ("fewdims", "trainer", "tuned"):
+    for kind in ("fewdims", "trainer", "tuned", "tuned_kept_memory"):
         assert any(line.startswith(f"task=sst2 trainer={kind}") for line in lines), proc.stdout
     record = json.loads(out.read_text())
     results = record["tasks"]["sst2"]["results"]
-    assert set(results) == {"fewdims", "trainer", "tuned"}
+    assert set(results) == {"fewdims", "trainer", "tuned", "tuned_kept_memory"}
     for res in results.values():
         assert res["train_examples_per_s"] > 0 and res["peak_rss_mb"] > 0 and 0 <= res["metric"] <= 1
     assert record["matmul_peak"]["gflops_per_s"] > 0
     assert results["fewdims"]["train_flops"] > 0
-    speedup, _, delta = LAST_LINE.fullmatch(lines[-1]).groups()
+    speedup, _, delta, kept = LAST_LINE.fullmatch(lines[-1]).groups()
+    assert float(kept) == pytest.approx(record["final"]["speedup_vs_tuned_kept_memory"], abs=0.01)
     assert float(speedup) == pytest.approx(record["final"]["speedup_vs_trainer"], abs=0.01)
     assert float(delta) == pytest.approx(record["final"]["metric_delta"], abs=0.01)
 

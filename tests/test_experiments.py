@@ -195,3 +195,11 @@ def test_representations_are_cached_so_another_cka_variant_needs_no_weights(smok
     # an unreadable cache is not an error: without weights the analysis is simply not available
     representations_path(config, params["split"], n).write_bytes(b"not an npz")
     assert analyse_cached(config, [layer_analysis(params["requested"], reps, True)], profile.glue_dir) is None
+
+
+def test_baseline_analyses_run_without_errors_on_a_regression_task(smoke_env):
+    profile = load_profile("smoke", task="stsb", seeds=1)
+    record = Experiments(profile, Runner(profile, verbose=False)).baseline("stsb")
+    assert "analysis_errors" not in record["extra"], record["extra"].get("analysis_errors")
+    assert {"layers", "inference_masking", "pair_scan"} <= set(record["extra"])
+    assert record["extra"]["pair_scan"]["score"] == "pearson"

@@ -203,7 +203,8 @@ def masking_analysis(dim_sets: list[list[int]]):
             for dims in dim_sets:
                 mask = torch.zeros(feats.shape[1], device=feats.device)
                 mask[list(dims)] = 1.0
-                logits = model.head(feats * mask).float()  # eval mode: no dropout; zeroed inputs = masked weights
+                with torch.inference_mode():  # eval mode: no dropout; zeroed inputs = masked weights
+                    logits = model.head(feats * mask).float()
                 pred = logits.squeeze(-1) if logits.shape[-1] == 1 else logits.argmax(-1)
                 scores.append({"dims": list(dims), **compute_metrics(task.name, pred.cpu().numpy(), encoded.labels)})
             out[split] = scores
