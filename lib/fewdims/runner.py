@@ -62,7 +62,8 @@ class Runner:
                 if extra is not None:
                     self.reanalysed += 1
                     self.compute_s += time.perf_counter() - t0
-                    return self._count(self.store.update_extra(config, extra))
+                    # every missing analysis succeeded: errors recorded when the run trained are now stale
+                    return self._count(self.store.update_extra(config, extra, drop=("analysis_errors",)))
             elif not self.dry_run:
                 self.reused += 1  # stored but without some analysis: use what is there
                 return self._count(record)

@@ -99,12 +99,13 @@ class ResultStore:
         finally:
             tmp.unlink(missing_ok=True)
 
-    def update_extra(self, config: RunConfig, extra: dict) -> dict:
-        """Merge analyses computed later (from cached weights) into a finished record, atomically."""
+    def update_extra(self, config: RunConfig, extra: dict, drop=()) -> dict:
+        """Merge analyses computed later (from cached weights) into a finished record, atomically; the keys in
+        `drop` (e.g. errors the new analyses replace) are removed."""
         record = self.load(config)
         if record is None:
             raise FewdimsError(f"no finished record for {config.label()} to add analyses to")
-        record["extra"] = {**record.get("extra", {}), **extra}
+        record["extra"] = {k: v for k, v in {**record.get("extra", {}), **extra}.items() if k not in drop}
         self._write(self.path(config), record)
         return record
 
