@@ -191,3 +191,35 @@ def test_init_from_without_cached_weights_raises(env):
     never_run = tiny_config(task="cola", seed=12345)
     with pytest.raises(FewdimsError, match="no cached weights"):
         train(tiny_config(init_from=never_run.to_dict()), env["glue"])
+
+
+_ALLOCATOR_RUN = """
+import json, sys
+import torch
+torch.set_num_threads(1)
+from fewdims.config import RunConfig
+from fewdims.train import keep_freed_memory, train
+config = RunConfig(task="sst2", model="minilm", train_size=48, eval_size=16, batch_size=16, epochs=1,
+                   max_length=32, seed=3)
+result = train(config, sys.argv[1], keep_model=True)
+head = result.model.head.first.weight.detach().double()
+print(json.dumps({"on": keep_freed_memory(), "history": result.history, "head": [head.sum().item(), head.norm().item()]}))
+"""
+
+
+def test_keeping_freed_memory_changes_no_result(env):
+    """The allocator setting (fewdims.train.keep_freed_memory) is process-wide: each setting trains MiniLM
+    (big enough tensors for malloc's mmap path) in its own interpreter; the results must be bit-identical."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    outs = {}
+    for setting in ("0", "1"):
+        proc = subprocess.run([sys.executable, "-c", _ALLOCATOR_RUN, str(env["glue"])], capture_output=True, text=True,
+                              env={**os.environ, "FEWDIMS_KEEP_FREED_MEMORY": setting}, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        outs[setting] = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert outs["0"]["on"] is False and outs["1"]["on"] is True
+    assert outs["0"]["history"] == outs["1"]["history"] and outs["0"]["head"] == outs["1"]["head"]
