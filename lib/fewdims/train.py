@@ -56,11 +56,10 @@ def keep_freed_memory() -> bool:
     step then page-faults its activations in anew, and the kernel zeroes every page. Measured on a 2-core CPU:
     on a quiet machine fewdims gains little from it (it already reuses its big buffers; bench, one run each:
     0.97x on SST-2, within noise, 1.12x on RTE), but while another process shares the cores, page faults stall
-    both threads and
-    SST-2 runs trained 2-5x faster with it (alternating runs beside the cpu grid). The Trainer, which allocates
-    more per step, gained 23 % on a quiet machine (bench, tuned_kept_memory). Only where memory comes from; the
-    arithmetic is unchanged (tested). Linux/glibc only; FEWDIMS_KEEP_FREED_MEMORY=0 turns it off (for
-    side-by-side measurements). Returns whether it is on."""
+    both threads and SST-2 runs trained 2-5x faster with it (alternating runs beside the cpu grid). The Trainer,
+    which allocates more per step, gained 23 % on a quiet machine (bench, tuned_kept_memory). Only where memory
+    comes from; the arithmetic is unchanged (tested). Linux/glibc only; FEWDIMS_KEEP_FREED_MEMORY=0 turns it off
+    (for side-by-side measurements). Returns whether it is on."""
     if os.environ.get("FEWDIMS_KEEP_FREED_MEMORY", "1") in ("0", "false", "") or not sys.platform.startswith("linux"):
         return False
     import ctypes
