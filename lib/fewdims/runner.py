@@ -5,6 +5,7 @@ record (metrics NaN) lets adaptive grids (best sets, leave-one-out) enumerate th
 """
 from __future__ import annotations
 
+import functools
 import math
 import sys
 import time
@@ -42,7 +43,6 @@ class Runner:
         self.reused = self.computed = self.reanalysed = 0
         self.compute_s = 0.0
         self.recorded_s: dict[str, float] = {}  # key -> measured seconds of every finished run the grid used
-        self.tokens_per_s, self.calibration_runs = measured_throughput(self.store.records(), profile["model"])
         self.planned: list[RunConfig] = []
         self.missing: list[RunConfig] = []  # with allow_compute=False: runs not stored, left out of the results
 
@@ -91,15 +91,24 @@ class Runner:
         self.recorded_s[record["key"]] = float(record.get("timings", {}).get("total_s", math.nan))
         return record
 
+    @functools.cached_property
+    def calibration(self) -> tuple[float | None, int]:
+        """(tokens/s, runs used) measured from this profile's stored runs; read only when an estimate is asked."""
+        try:
+            records = self.store.records()
+        except FewdimsError:  # a corrupt record is reported where a run needs it, not by the cost model
+            records = []
+        return measured_throughput(records, self.profile["model"])
+
     def estimate(self, config: RunConfig) -> float:
         """Estimated seconds of one run on this machine (calibrated from stored runs when there are any)."""
-        return estimate_seconds(config, self.tokens_per_s)
+        return estimate_seconds(config, self.calibration[0])
 
     def throughput_note(self) -> str:
-        if self.tokens_per_s is None:
+        rate, runs = self.calibration
+        if rate is None:
             return "at the nominal 1,600 tokens/s (no stored run of this model to calibrate from)"
-        return (f"at {self.tokens_per_s:,.0f} tokens/s, the upper-quartile throughput of {self.calibration_runs} stored "
-                f"{self.profile['model']} runs")
+        return f"at {rate:,.0f} tokens/s, the upper-quartile throughput of {runs} stored {self.profile['model']} runs"
 
     def summary(self) -> str:
         if self.dry_run:
