@@ -11,6 +11,7 @@ a slow period on a busy machine hits all variants alike. Variants:
 A variant may add `+threads1` to run that step on one thread, `+foldclip` to clip with
 fewdims.train.clip_in_optimizer instead of accelerator.clip_grad_norm_. Wall and process CPU time are both reported: on
 a machine shared with other jobs, the CPU time of a one-thread run is the steadier measure of the work done.
+The allocator setting (fewdims.train.keep_freed_memory) is on unless FEWDIMS_KEEP_FREED_MEMORY=0.
 """
 from __future__ import annotations
 
@@ -38,18 +39,10 @@ def main():
     ap.add_argument("--variants", default="hf,fast")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--mallopt", default="", help="trim, mmap or trim,mmap: glibc mallopt settings to apply first")
     ap.add_argument("--glue-dir", default=os.environ.get("FEWDIMS_GLUE_DIR") or str(HERE.parent.parent / "shared" / "glue"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    if args.mallopt:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        if "trim" in args.mallopt:
-            print("# mallopt M_TRIM_THRESHOLD", libc.mallopt(-1, 1 << 30))
-        if "mmap" in args.mallopt:
-            print("# mallopt M_MMAP_THRESHOLD", libc.mallopt(-3, 32 << 20))
+    print(f"# keep_freed_memory={ft.keep_freed_memory()} (FEWDIMS_KEEP_FREED_MEMORY=0 turns it off)")
 
     config = RunConfig(task=args.task, model=args.model, epochs=1)
     data = load_split(config.task, "train", args.glue_dir).subset(config.train_size, config.data_seed)

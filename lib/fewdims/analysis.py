@@ -25,6 +25,11 @@ from .metrics import compute_metrics, main_metric
 from .tasks import get_task
 
 
+def analysed_split(config, task) -> str:
+    """The evaluation split the representation analyses read: the run's first."""
+    return (config.eval_splits or task.eval_splits)[0]
+
+
 def _examples(n_rows: int, n: int) -> np.ndarray:
     """A fixed subset of dev examples (the same for every model of a task) for representation analyses."""
     return np.sort(np.random.default_rng(0).permutation(n_rows)[:min(n, n_rows)])
@@ -150,7 +155,7 @@ def layer_analysis(n_examples: int, representations=("cls", "mean"), debiased: b
 
     def run(model, context):
         config, task = context["config"], context["task"]
-        split = (config.eval_splits or task.eval_splits)[0]
+        split = analysed_split(config, task)
         encoded, acc, pad_id = context["eval"][split], context["accelerator"], context["pad_id"]
         keep = _examples(len(encoded), n_examples)
         path = representations_path(config, split, len(keep))
@@ -168,7 +173,7 @@ def layer_analysis(n_examples: int, representations=("cls", "mean"), debiased: b
 
     def from_cache(config, glue_dir) -> dict | None:
         task = get_task(config.task)
-        split = (config.eval_splits or task.eval_splits)[0]
+        split = analysed_split(config, task)
         labels = load_split(task.name, split, glue_dir).subset(config.eval_size, config.data_seed).labels
         keep = _examples(len(labels), n_examples)
         tuned = _load_representations(representations_path(config, split, len(keep)), keep, representations, True)
@@ -222,7 +227,7 @@ def pair_scan_analysis(glue_dir, top: int = 200):
         from .scan import scan_pairs
 
         config, task = context["config"], context["task"]
-        split = (config.eval_splits or task.eval_splits)[0]
+        split = analysed_split(config, task)
         train = load_split(task.name, config.train_split, glue_dir).subset(config.train_size, config.data_seed)
         tokenizer = context["tokenizer"]
         train_enc = encode(train, tokenizer, config.max_length, config.model)
@@ -272,13 +277,14 @@ def analyse_cached(config, analyses, glue_dir) -> dict | None:
     weights in the local cache; None if what is needed is not there."""
     from .train import build_classifier, make_accelerator, weights_dir
 
-    extra, analyses = {}, list(analyses)
-    for analysis in list(analyses):
+    extra, analyses_left = {}, []
+    for analysis in analyses:
         got = analysis.from_cache(config, glue_dir) if hasattr(analysis, "from_cache") else None
-        if got is not None:
+        if got is None:
+            analyses_left.append(analysis)
+        else:
             extra.update(got)
-            analyses.remove(analysis)
-    if not analyses:
+    if not analyses_left:
         return extra
     path = weights_dir(config)
     if not (path / "backbone.pt").exists() or not (path / "head.pt").exists():
@@ -294,6 +300,6 @@ def analyse_cached(config, analyses, glue_dir) -> dict | None:
                           config.max_length, config.model) for s in splits}
     context = {"config": config, "accelerator": accelerator, "eval": eval_enc, "pad_id": tokenizer.pad_token_id or 0,
                "task": task, "tokenizer": tokenizer}
-    for analysis in analyses:
+    for analysis in analyses_left:
         extra.update(analysis(model, context))
     return extra

@@ -160,12 +160,12 @@ def measured_throughput(records: list[dict], model: str) -> tuple[float | None, 
     times, measured) while the estimator's misfit across tasks spreads rates both ways."""
     rates = []
     for record in records:
-        seconds = record.get("timings", {}).get("total_s")
-        if record.get("config", {}).get("model") != model or record["timings"].get("device") != "cpu" \
-                or not seconds:
+        timings = record.get("timings") or {}
+        if record.get("config", {}).get("model") != model or timings.get("device") != "cpu" \
+                or not timings.get("total_s"):
             continue
         try:
-            rates.append(estimate_seconds(RunConfig.from_dict(record["config"]), 1.0) / seconds)
+            rates.append(estimate_seconds(RunConfig.from_dict(record["config"]), 1.0) / timings["total_s"])
         except (FewdimsError, TypeError):  # a record of an older config schema: not a calibration point
             continue
     return (float(np.quantile(rates, 0.75)), len(rates)) if rates else (None, 0)

@@ -8,6 +8,7 @@ with fewer and cheaper operations (see there).
 """
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import time
@@ -49,6 +50,7 @@ def weights_dir(config: RunConfig) -> Path:
     return cache_root() / "weights" / config.key()
 
 
+@functools.cache  # process-wide and not undoable: decided once, on the first run
 def keep_freed_memory() -> bool:
     """Ask glibc's malloc to keep freed memory for reuse instead of handing it back to the kernel.
 
