@@ -5,17 +5,18 @@
 Every batch is trained on by every variant in turn (rotating the order), on one shared model and optimizer, so
 a slow period on a busy machine hits all variants alike. Variants:
   hf                   the Hugging Face forward under bf16 autocast (fewdims before the fast path)
-  fast                 fewdims.train.FastBert with every option on
-  fast-no_<option>     the same with one option of fewdims.train._FAST off (cls_only, fused_dropout,
-                       embedding_buffer)
+  fast                 fewdims.fastbert.FastBert with every option on
+  fast-no_<option>     the same with one fewdims.fastbert.FastOptions switch off (cls_only, fused_dropout,
+                       embedding_buffer); several may follow each other: fast-no_cls_only-no_fused_dropout
 A variant may add `+threads1` to run that step on one thread, `+foldclip` to clip with
 fewdims.train.clip_in_optimizer instead of accelerator.clip_grad_norm_. Wall and process CPU time are both reported: on
 a machine shared with other jobs, the CPU time of a one-thread run is the steadier measure of the work done.
-The allocator setting (fewdims.train.keep_freed_memory) is on unless FEWDIMS_KEEP_FREED_MEMORY=0.
+The allocator setting (fewdims.runtime.keep_freed_memory) is on unless FEWDIMS_KEEP_FREED_MEMORY=0.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -28,6 +29,8 @@ import fewdims.train as ft
 from fewdims.batching import collate, encode, length_grouped_batches
 from fewdims.config import RunConfig
 from fewdims.data import load_split
+from fewdims.fastbert import FastBert, FastOptions
+from fewdims.runtime import keep_freed_memory, make_accelerator
 
 HERE = Path(__file__).resolve().parent
 
@@ -42,14 +45,14 @@ def main():
     ap.add_argument("--glue-dir", default=os.environ.get("FEWDIMS_GLUE_DIR") or str(HERE.parent.parent / "shared" / "glue"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"# keep_freed_memory={ft.keep_freed_memory()} (FEWDIMS_KEEP_FREED_MEMORY=0 turns it off)")
+    print(f"# keep_freed_memory={keep_freed_memory()} (FEWDIMS_KEEP_FREED_MEMORY=0 turns it off)")
 
     config = RunConfig(task=args.task, model=args.model, epochs=1)
     data = load_split(config.task, "train", args.glue_dir).subset(config.train_size, config.data_seed)
     torch.manual_seed(config.seed)
     model, tokenizer = ft.build_classifier(config)
     enc = encode(data, tokenizer, config.max_length, config.model)
-    accelerator = ft.make_accelerator("auto")
+    accelerator = make_accelerator("auto")
     optimizer = torch.optim.AdamW(ft.param_groups(model, config), fused=True)
     model, optimizer = accelerator.prepare(model, optimizer)
     inner = accelerator.unwrap_model(model)
@@ -60,24 +63,18 @@ def main():
     fast = {}
     for v in variants:
         if v.startswith("fast"):
-            saved = dict(ft._FAST)
-            for opt in v.split("+")[0].split("-no_")[1:]:
-                ft._FAST[opt] = False
-            fast[v] = (ft.FastBert(inner.backbone, torch.bfloat16, seed=0, cls_only=True), dict(ft._FAST))
-            ft._FAST.update(saved)
+            options = dataclasses.replace(FastOptions(), **{opt: False for opt in v.split("+")[0].split("-no_")[1:]})
+            fast[v] = FastBert(inner.backbone, torch.bfloat16, seed=0, cls_only=True, options=options)
 
     def step(variant, batch):
-        saved = dict(ft._FAST)
         threads = torch.get_num_threads()
         if "+threads1" in variant:
             torch.set_num_threads(1)
         t, c = time.perf_counter(), time.process_time()
         with accelerator.autocast():
             if variant.startswith("fast"):
-                fb, opts = fast[variant]
-                ft._FAST.update(opts)
                 with torch.autocast("cpu", enabled=False):
-                    hidden = fb(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+                    hidden = fast[variant](batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
                 feats = inner.features(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"], hidden=hidden)
             else:
                 feats = ft.forward_features(inner, batch)
@@ -95,7 +92,6 @@ def main():
         optimizer.zero_grad(set_to_none=True)
         t_end = time.perf_counter()
         cpu = time.process_time() - c
-        ft._FAST.update(saved)
         torch.set_num_threads(threads)
         return t_end - t, t_fwd - t, t_bwd - t_fwd, t_end - t_bwd, cpu
 

@@ -10,7 +10,7 @@ each):
   tuned    the best-configured Trainer: same plus bf16, dynamic padding (DataCollatorWithPadding),
            length-grouped sampling and eval batch 128
   tuned_kept_memory
-           the tuned Trainer in a process with fewdims' allocator setting (fewdims.train.keep_freed_memory):
+           the tuned Trainer in a process with fewdims' allocator setting (fewdims.runtime.keep_freed_memory):
            how much of fewdims' lead is that one setting, which any PyTorch program can copy
   fewdims_default_malloc
            (only with --only) fewdims with that setting off, to measure it side by side
@@ -239,7 +239,7 @@ def _worker(kind: str, params: dict, queue) -> None:
             out = run_fewdims(params)
         elif kind in ("trainer", "tuned", "tuned_kept_memory"):
             if kind == "tuned_kept_memory":
-                from fewdims.train import keep_freed_memory
+                from fewdims.runtime import keep_freed_memory
 
                 keep_freed_memory()
             out = run_hf_trainer(params, tuned=kind != "trainer")

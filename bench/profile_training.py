@@ -3,7 +3,7 @@ step, evaluation (seconds and share of the train() call), plus optionally the to
 
   .venv/bin/python bench/profile_training.py [--task sst2] [--train-size 2000] [--ops 8]
 
-Set FEWDIMS_FAST_TRAIN=0 to profile the plain Hugging Face forward instead of fewdims.train.FastBert. The
+Set FEWDIMS_FAST_TRAIN=0 to profile the plain Hugging Face forward instead of fewdims.fastbert.FastBert. The
 phases are measured by wrapping the functions train() calls (wall-clock; on a CPU every op is synchronous,
 so a phase's time is its own). `--ops N` profiles the first N training steps with torch.profiler afterwards
 and prints the top operators.
@@ -20,6 +20,7 @@ import torch
 
 import fewdims.train as ft
 from fewdims.config import RunConfig
+from fewdims.fastbert import FastBert, FastOptions
 
 HERE = Path(__file__).resolve().parent
 
@@ -51,7 +52,7 @@ def main():
     plain_forward = ft.forward_features
     ft.forward_features = lambda m, b: timed(
         "forward" if torch.is_grad_enabled() else "eval_forward", plain_forward)(m, b)
-    ft.FastBert.__call__ = timed("forward", ft.FastBert.__call__)  # the training forward when the fast path is on
+    FastBert.__call__ = timed("forward", FastBert.__call__)  # the training forward when the fast path is on
     ft.clip_in_optimizer = timed("clip_grad_norm", ft.clip_in_optimizer)
     from accelerate import Accelerator
 
@@ -83,7 +84,7 @@ def main():
         ("setup (load data/model, accelerate)", total - t["train_s"] - t["eval_s"] - t["tokenize_s"]),
     ]
     print(f"# {config.label()} train_size={args.train_size} threads={torch.get_num_threads()} "
-          f"fast_path={ft._FAST['enabled']} loadavg1={os.getloadavg()[0]:.2f} "
+          f"fast_path={FastOptions.from_env().enabled} loadavg1={os.getloadavg()[0]:.2f} "
           f"train {t['train_examples_per_s']:.1f} ex/s, eval {t['eval_examples_per_s']:.1f} ex/s, "
           f"metric {result.metrics}")
     print(f"# eval: forward {spent['eval_forward']:.2f} s of {t['eval_s']:.2f} s")

@@ -15,8 +15,13 @@ Steps:
    book/executed/<name>.ipynb only when the whole notebook ran. A failing notebook stops the build with its
    name and failing cell; its old page is deleted (no stale page is ever published) and the partly executed
    notebook is kept in <out>/failed/<name>.ipynb for inspection.
-3. A provenance note (notebook, profile, parameters, git commit, date) is added below each page's title;
-   book/executed/build_info.md (shown in the introduction) and the page footer say which profile built the book.
+3. A provenance note (notebook, profile, git commit, date, and a table of the parameters the page was executed
+   with) is added below each page's title; the `parameters` cell and papermill's `injected-parameters` cell are
+   tagged `remove-cell` (kept in the .ipynb, not shown) and every other code cell `hide-input` (its code one
+   click away, its outputs shown). book/executed/build_info.md (shown in the introduction) and the page footer
+   say which profile built the book; the footer's copyright runs to the build year.
+   The kernels run with CurveZMQ transport encryption where pyzmq and the kernelspec support it (no "Kernel is
+   running over TCP without encryption" warning per notebook).
 4. `jupyter-book build <root> --builder html -W -n --keep-going --all`: warnings and broken references fail it.
 5. Prints the build time, the number of pages and the number of figures (<img> elements) in <out>/html.
 
@@ -25,6 +30,7 @@ Exit status: 0 on success, 1 when a notebook or the HTML build fails, 2 on a usa
 from __future__ import annotations
 
 import argparse
+import ast
 import datetime as dt
 import json
 import os
@@ -40,6 +46,8 @@ ROOT = Path(__file__).resolve().parents[1]
 BOOK_FILES = ("_config.yml", "_toc.yml")    # with book/ (less book/executed/): the sources of the book
 EXECUTED = Path("book") / "executed"
 PROVENANCE_TAG = "fewdims-provenance"
+PARAMETER_TAGS = ("parameters", "injected-parameters")   # shown once, as the provenance note's table
+HIDDEN_TAGS = ("remove-cell", "remove-input", "hide-input", "hide-cell")   # a cell that already says how to show
 NON_PAGES = {"genindex.html", "search.html", "py-modindex.html"}
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 NON_PAGE_DIRS = {"_static", "_sources", "_images", "_sphinx_design_static", "_panels_static"}
@@ -110,17 +118,90 @@ def format_params(params: dict) -> str:
     return ", ".join(f"`{k}={v!r}`" for k, v in params.items())
 
 
-def provenance_markdown(name: str, meta: dict) -> str:
+def cell_tags(cell) -> list:
+    return cell.setdefault("metadata", {}).setdefault("tags", [])
+
+
+def assignments(source: str) -> dict[str, str]:
+    """{name: value as written} of the top-level `name = value` statements of a parameters cell."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return {}
+    found = {}
+    for node in tree.body:
+        if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            text = ast.get_source_segment(source, node.value) or ast.unparse(node.value)
+            for target in targets:
+                if isinstance(target, ast.Name):
+                    found[target.id] = " ".join(text.split())
+    return found
+
+
+def executed_parameters(nb, fallback: dict) -> tuple[dict[str, str], set[str]]:
+    """The parameters a notebook ran with, {name: value as written}, and the names papermill injected.
+
+    The notebook's `parameters` cell gives the names and defaults, in its order; the `injected-parameters`
+    cell (papermill) overrides them. Without either cell: `fallback` (the build's parameters)."""
+    defaults, injected = {}, {}
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        tags = cell.get("metadata", {}).get("tags", [])
+        if "injected-parameters" in tags:
+            injected.update(assignments(cell.source))
+        elif "parameters" in tags:
+            defaults.update(assignments(cell.source))
+    if not defaults and not injected:
+        injected = {k: repr(v) for k, v in fallback.items()}
+    return {**defaults, **injected}, set(injected)
+
+
+def parameter_table(values: dict[str, str], injected: set[str]) -> str:
+    def code(text: str) -> str:
+        text = text if len(text) <= 120 else text[:117] + "..."
+        return "`" + text.replace("`", "'").replace("|", "\\|") + "`"
+
+    rows = ["| parameter | value |", "| --- | --- |"]
+    rows += [f"| {code(name)} | {'**' + code(v) + '**' if name in injected else code(v)} |"
+             for name, v in values.items()]
+    return "\n".join(rows)
+
+
+def provenance_markdown(name: str, meta: dict, nb=None) -> str:
+    values, injected = executed_parameters(nb, meta["parameters"]) if nb is not None else \
+        ({k: repr(v) for k, v in meta["parameters"].items()}, set(meta["parameters"]))
+    set_by_build = ", ".join(f"`{k}`" for k in values if k in injected)
     return (
         ":::{admonition} How this page was made\n"
         ":class: note\n\n"
         f"This page is the notebook `notebooks/{name}.ipynb`, executed by papermill with the "
-        f"**{meta['profile']}** profile ({format_params(meta['parameters'])}) at {describe_commit(meta['git'])} "
-        f"on {meta['executed']} in {meta['seconds']:.0f} s. "
+        f"**{meta['profile']}** profile at {describe_commit(meta['git'])} "
+        f"on {meta['executed']} in {meta['seconds']:.0f} s, with these parameters "
+        f"(in bold: set by the build{': ' + set_by_build if set_by_build else ''}; the others are the notebook's "
+        f"defaults, where `None` means the value of `notebooks/params/{meta['profile']}.yml`):\n\n"
+        f"{parameter_table(values, injected)}\n\n"
+        "The code of each cell is folded away: *Show code cell source* above a cell's output unfolds it. "
         "The executed notebook, outputs included, can be downloaded from this page: use the download button "
         "(arrow) at the top of the page and choose `.ipynb`. {doc}`../rerun` says how to run it again.\n"
         ":::"
     )
+
+
+def tag_for_display(nb) -> None:
+    """Jupyter Book display tags (idempotent): the parameter cells are removed from the page (their values are
+    the provenance note's table), every other code cell shows its outputs with its code folded (hide-input),
+    unless it already carries a display tag of its own. The .ipynb keeps every cell."""
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        tags = cell_tags(cell)
+        if any(t in tags for t in PARAMETER_TAGS):
+            if "remove-cell" not in tags:
+                tags.append("remove-cell")
+        elif not any(t in tags for t in HIDDEN_TAGS):
+            tags.append("hide-input")
 
 
 def add_provenance(nb, name: str, meta: dict) -> None:
@@ -128,13 +209,35 @@ def add_provenance(nb, name: str, meta: dict) -> None:
     import nbformat
 
     nb.cells = [c for c in nb.cells if PROVENANCE_TAG not in c.get("metadata", {}).get("tags", [])]
-    cell = nbformat.v4.new_markdown_cell(provenance_markdown(name, meta))
+    cell = nbformat.v4.new_markdown_cell(provenance_markdown(name, meta, nb))
     cell.metadata["tags"] = [PROVENANCE_TAG]
     first = nb.cells[0] if nb.cells else None
     at = 1 if first is not None and first.cell_type == "markdown" and \
         first.source.lstrip().startswith("# ") else 0
     nb.cells.insert(at, cell)
     nb.metadata["fewdims"] = meta
+
+
+def prepare_page(nb, name: str, meta: dict) -> None:
+    """Provenance note with the parameter table, and display tags: what the page shows of the notebook."""
+    add_provenance(nb, name, meta)
+    tag_for_display(nb)
+
+
+def refresh_pages(executed_dir: Path, names: list[str]) -> None:
+    """Re-apply prepare_page to executed notebooks (e.g. built by an older build_book, then --skip-execute)."""
+    import nbformat
+
+    for name in names:
+        path = executed_dir / f"{name}.ipynb"
+        nb = nbformat.read(path, as_version=4)
+        meta = nb.metadata.get("fewdims") or {}
+        if not all(k in meta for k in ("profile", "parameters", "git", "executed", "seconds")):
+            continue
+        before = nbformat.writes(nb)
+        prepare_page(nb, name, dict(meta))
+        if nbformat.writes(nb) != before:
+            nbformat.write(nb, path)
 
 
 def executed_profile(path: Path) -> str | None:
@@ -169,6 +272,30 @@ def failing_cell(err, source_nb) -> str:
     return f"{where} (In [{err.exec_count}]): `{first_line[:100]}`"
 
 
+def kernel_options(kernel: str) -> dict:
+    """Extra papermill (nbclient) options for the kernel: CurveZMQ transport encryption when it is available.
+
+    Without it ipykernel logs "Kernel is running over TCP without encryption ..." once per notebook.
+    jupyter_client >= 8.10 provisions Curve keys (KernelManager.transport_encryption = "auto") for kernelspecs
+    that declare it (ipykernel's do); otherwise the kernel's own log is limited to errors."""
+    from traitlets.config import Config
+
+    try:
+        import zmq
+        from jupyter_client import KernelManager
+        from jupyter_client.kernelspec import KernelSpecManager
+
+        spec = KernelSpecManager().get_kernel_spec(kernel)
+        declared = (spec.metadata or {}).get("supported_encryption") or []
+        declared = [declared] if isinstance(declared, str) else list(declared)
+        if zmq.has("curve") and KernelManager.class_traits().get("transport_encryption") is not None \
+                and "curve" in [str(d).lower() for d in declared]:
+            return {"config": Config({"KernelManager": {"transport_encryption": "auto"}})}
+    except Exception:  # noqa: BLE001  (no such kernel yet, an older jupyter_client: the fallback below)
+        pass
+    return {"extra_arguments": ["--IPKernelApp.log_level=ERROR"]}
+
+
 def execute(name: str, nb_dir: Path, executed_dir: Path, out_dir: Path, params: dict, kernel: str,
             timeout: int | None) -> dict:
     import nbformat
@@ -188,7 +315,8 @@ def execute(name: str, nb_dir: Path, executed_dir: Path, out_dir: Path, params: 
     log(f"executing notebooks/{name}.ipynb ({format_params(params)}) ...")
     try:
         pm.execute_notebook(str(source), str(tmp), parameters=params, kernel_name=kernel, cwd=str(nb_dir),
-                            progress_bar=False, log_output=False, execution_timeout=timeout)
+                            progress_bar=False, log_output=False, execution_timeout=timeout,
+                            **kernel_options(kernel))
     except BaseException as err:  # the notebook failed, or the build was interrupted: publish nothing of it
         failed = out_dir / "failed" / f"{name}.ipynb"
         if tmp.exists() and tmp.stat().st_size:
@@ -212,7 +340,7 @@ def execute(name: str, nb_dir: Path, executed_dir: Path, out_dir: Path, params: 
             "git": git_commit(), "executed": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "seconds": round(seconds, 1)}
     nb = nbformat.read(tmp, as_version=4)
-    add_provenance(nb, name, meta)
+    prepare_page(nb, name, meta)
     nbformat.write(nb, tmp)
     os.replace(tmp, target)
     log(f"  {name}: done in {seconds:.1f} s")
@@ -263,11 +391,28 @@ def write_build_info(root: Path, profile: str, compute: bool, pages: dict) -> st
     return stamp
 
 
+def build_year() -> int:
+    """The year of the build (SOURCE_DATE_EPOCH when set, for reproducible builds, as Sphinx does)."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch and epoch.strip().isdigit():
+        return time.gmtime(int(epoch)).tm_year
+    return dt.datetime.now(dt.timezone.utc).year
+
+
+def copyright_years(first, year: int) -> str:
+    """_config.yml's `copyright:` is the first year; the footer says 'first–year' (or the year alone)."""
+    match = re.match(r"\s*(\d{4})", str(first or ""))
+    start = int(match.group(1)) if match else year
+    return str(year) if start >= year else f"{start}\u2013{year}"
+
+
 def write_config(root: Path, out: Path, stamp: str) -> Path:
-    """A copy of _config.yml whose footer says which profile and commit built the book."""
+    """A copy of _config.yml whose footer says which profile and commit built the book, and whose copyright
+    runs to the build year."""
     import yaml
 
     config = yaml.safe_load((root / "_config.yml").read_text())
+    config["copyright"] = copyright_years(config.get("copyright"), build_year())
     html = config.setdefault("html", {})
     footer = html.get("extra_footer") or ""
     html["extra_footer"] = f"{footer} <span class=\"fewdims-build\">Built with {stamp}.</span>".strip()
@@ -389,6 +534,7 @@ def main(argv=None) -> int:
         if missing:
             raise BuildError(f"no executed notebook of the {args.profile} profile for: {', '.join(missing)}; "
                              f"run without --notebooks/--skip-execute to execute them")
+        refresh_pages(executed_dir, chapters)
         pages = {n: json.loads((executed_dir / f"{n}.ipynb").read_text())["metadata"].get("fewdims", {})
                  for n in chapters}
         computed = all(m.get("parameters", {}).get("compute", True) for m in pages.values())

@@ -61,6 +61,18 @@ def tiny_config(**changes):
     return RunConfig(**{**base, **changes})
 
 
+def stored_run(store, config, source=None, *, force: bool = False, **train_kwargs) -> dict:
+    """The stored record of `config`, trained (fewdims.train.train, looked up when called) and saved first when
+    it is not stored or `force` is set: what the runner does, without its counting and analyses."""
+    import fewdims.train
+
+    if not force:
+        record = store.load(config)
+        if record is not None:
+            return record
+    return store.save(fewdims.train.train(config, source, **train_kwargs))
+
+
 @pytest.fixture
 def make_config():
     """Factory: make_config(**changes) -> a small RunConfig on the tiny model (see tiny_config)."""
@@ -80,3 +92,75 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def _hermetic_glue_dir(request, monkeypatch):
+    """$FEWDIMS_GLUE_DIR wins over a profile file's glue_dir (the precedence rule), and `make test` sets it: tests
+    that do not ask for the real GLUE data (marker or fixture shared_glue) run without it, so the smoke edition
+    reads its generated data."""
+    wants_real = request.node.get_closest_marker("shared_glue") is not None or \
+        {"shared_glue", "shared_glue_hf"} & set(request.fixturenames)
+    if not wants_real:
+        monkeypatch.delenv("FEWDIMS_GLUE_DIR", raising=False)
+
+
+# -- the end of the output: every skipped check, and how to enable it ------------------------------------------------
+
+# (pattern in the skip reason, short name of the check, how to enable it); the first match wins
+SKIP_HINTS = (
+    (r"chromium", "browser check skipped",
+     "install Chromium: apt-get install -y chromium (Debian/Ubuntu; .ci/run installs it)"),
+    (r"parquet|glue-hf", "../shared/glue-hf not found",
+     "put the hub's GLUE parquet files at ../shared/glue-hf"),
+    (r"GLUE|FEWDIMS_GLUE_DIR|shared/glue", "../shared/glue not found",
+     "set FEWDIMS_GLUE_DIR to a GLUE directory in the download script's TSV layout (or put it at ../shared/glue)"),
+    (r"could not import '([^']+)'", "a module is missing",
+     "install it into .venv ({0}); `make install` installs the project's extras"),
+    (r"cuda|gpu", "needs a GPU", "run it on a machine with a CUDA GPU"),
+)
+_SKIP_SUMMARY = pytest.StashKey[list]()
+
+
+def _skip_reason(report) -> str:
+    longrepr = report.longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+    return reason.removeprefix("Skipped: ").strip()
+
+
+def skipped_checks_summary(reports) -> list[str]:
+    """Lines naming every skipped test, grouped by the reason it was skipped, with how to enable it."""
+    import re
+
+    groups: dict[tuple[str, str], list[str]] = {}
+    for report in reports:
+        reason = _skip_reason(report)
+        name, hint = "skipped", "see the reason"
+        for pattern, label, how in SKIP_HINTS:
+            match = re.search(pattern, reason, re.IGNORECASE)
+            if match:
+                name, hint = label, how.format(*match.groups())
+                break
+        groups.setdefault((f"{name} ({reason})", hint), []).append(report.nodeid)
+    if not groups:
+        return ["skipped checks: none"]
+    count = sum(len(v) for v in groups.values())
+    lines = [f"skipped checks ({count}), and how to enable them:"]
+    for (what, hint), nodeids in groups.items():
+        lines.append(f"  {what}: {', '.join(dict.fromkeys(nodeids))}")
+        lines.append(f"    to enable: {hint}")
+    return lines
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Collect the skipped tests; pytest_unconfigure prints them after pytest's own last line."""
+    config.stash[_SKIP_SUMMARY] = skipped_checks_summary(terminalreporter.stats.get("skipped", []))
+
+
+def pytest_unconfigure(config):
+    lines = config.stash.get(_SKIP_SUMMARY, None)
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if not lines or reporter is None or hasattr(config, "workerinput"):  # xdist workers: the controller reports
+        return
+    for line in lines:
+        reporter.write_line(line, yellow=line != "skipped checks: none")

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from conftest import tiny_config
+from conftest import stored_run, tiny_config
 from fewdims.config import RunConfig, RunResult
 from fewdims.errors import FewdimsError
 from fewdims.fixtures import write_tiny_glue
@@ -38,7 +38,7 @@ def ctx(tmp_path, fewdims_env, tiny_glue):
 
 def run_config(**changes):
     """Build the config inside the action, so construction errors are part of what is checked."""
-    return lambda c: c.store.run(tiny_config(**changes), c.glue)
+    return lambda c: stored_run(c.store, tiny_config(**changes), c.glue)
 
 
 def edited_glue(edit):
@@ -46,7 +46,7 @@ def edited_glue(edit):
     def action(c):
         root = write_tiny_glue(c.scratch / "glue_copy")
         edit(root)
-        return c.store.run(tiny_config(), root)
+        return stored_run(c.store, tiny_config(), root)
     return action
 
 
@@ -62,19 +62,19 @@ def model_dir_without_safetensors(c):
     model.mkdir()
     (model / "config.json").write_text('{"model_type": "bert", "hidden_size": 32}')
     (model / "pytorch_model.bin").write_bytes(b"not loaded")
-    return c.store.run(tiny_config(model=str(model)), c.glue)
+    return stored_run(c.store, tiny_config(model=str(model)), c.glue)
 
 
 def edited_stsb(c):
     root = write_tiny_glue(c.scratch / "glue_copy")
     with open(root / "STS-B" / "train.tsv", "a", encoding="utf-8") as handle:
         handle.write("\t".join(["99", "main", "x", "2024", "0099", "none", "none", "A b.", "A c.", "five"]) + "\n")
-    return c.store.run(tiny_config(task="stsb"), root)
+    return stored_run(c.store, tiny_config(task="stsb"), root)
 
 
 def init_from_never_run(c):
     stage_a = tiny_config(task="cola", seed=987, save_weights=True)
-    return c.store.run(tiny_config(init_from=stage_a.to_dict()), c.glue)
+    return stored_run(c.store, tiny_config(init_from=stage_a.to_dict()), c.glue)
 
 
 # (id, action, substrings the message must contain)
@@ -101,21 +101,23 @@ CASES = [
     ("precision fp16", run_config(precision="fp16"), ["precision", "'fp16'"]),
     ("split test", run_config(train_split="test"), ["'test'", "hidden"]),
     ("unknown eval split", run_config(eval_splits=("validation_matched",)), ["'validation_matched'", "SST-2"]),
-    ("missing GLUE directory", lambda c: c.store.run(tiny_config(), c.scratch / "no-such-glue"),
+    ("missing GLUE directory", lambda c: stored_run(c.store, tiny_config(), c.scratch / "no-such-glue"),
      ["no-such-glue", "does not exist"]),
-    ("not a GLUE directory", lambda c: c.store.run(tiny_config(), c.scratch), ["scratch", "GLUE directory"]),
+    ("not a GLUE directory", lambda c: stored_run(c.store, tiny_config(), c.scratch), ["scratch", "GLUE directory"]),
     ("task missing from the GLUE directory",
      edited_glue(lambda root: shutil.rmtree(root / "SST-2")), ["SST-2", "train.tsv"]),
+    ("split missing from the GLUE directory", edited_glue(lambda root: (root / "SST-2" / "dev.tsv").unlink()),
+     ["glue_copy", "SST-2", "'validation'", "dev.tsv", "'train'"]),
     ("malformed TSV row", edited_glue(append_row("a sentence without a label column")),
      ["train.tsv", "line 50", "malformed"]),
     ("unknown label in a TSV", edited_glue(append_row("a fine sentence\tmaybe")), ["train.tsv", "'maybe'"]),
     ("bad STS-B score", edited_stsb, ["STS-B", "'five'"]),
     ("model directory that does not exist",
-     lambda c: c.store.run(tiny_config(model=str(c.scratch / "no-such-model")), c.glue), ["no-such-model"]),
+     lambda c: stored_run(c.store, tiny_config(model=str(c.scratch / "no-such-model")), c.glue), ["no-such-model"]),
     ("model directory without safetensors", model_dir_without_safetensors, ["bert-no-weights", "safetensors"]),
     ("hub model id while offline", run_config(model="bert-base-uncased"), ["'bert-base-uncased'"]),
-    ("unknown RunConfig field", lambda c: c.store.run(RunConfig.from_dict({**tiny_config().to_dict(),
-                                                                            "learning_rate": 1e-3}), c.glue),
+    ("unknown RunConfig field",
+     lambda c: stored_run(c.store, RunConfig.from_dict({**tiny_config().to_dict(), "learning_rate": 1e-3}), c.glue),
      ["learning_rate"]),
     ("train() given a dict", lambda c: train(tiny_config().to_dict(), c.glue), ["RunConfig", "dict"]),
     ("init_from without cached weights", init_from_never_run, ["init_from", "no cached weights", "save_weights=True"]),
@@ -166,5 +168,5 @@ def test_org_prefixed_hub_id_reaches_transformers(monkeypatch):
 def test_store_run_given_a_dict_raises_fewdims_error(ctx):
     before = snapshot(ctx.store.root)
     with pytest.raises(FewdimsError, match="RunConfig"):
-        ctx.store.run(tiny_config().to_dict(), ctx.glue)
+        stored_run(ctx.store, tiny_config().to_dict(), ctx.glue)
     assert snapshot(ctx.store.root) == before

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from fewdims.cka import best_split, block_boundaries, cka_between, cka_matrix, linear_cka
+from fewdims.cka import best_split, block_boundaries, cka_between, cka_matrix, cka_noise_floor, linear_cka
 from fewdims.errors import FewdimsError
 
 
@@ -159,3 +159,34 @@ def test_bad_input_raises():
         cka_matrix([])
     with pytest.raises(FewdimsError, match="threshold"):
         block_boundaries(np.eye(4), threshold=0)
+
+
+def test_independent_gaussians_biased_inflated_debiased_near_zero():
+    """Unrelated representations: biased linear CKA ~ d / (n + d), debiased ~ 0 (Nguyen et al., 2021)."""
+    rng = np.random.default_rng(8)
+    x, y = rng.normal(size=(500, 384)), rng.normal(size=(500, 384))
+    assert linear_cka(x, y) == pytest.approx(0.43, abs=0.03)
+    assert abs(linear_cka(x, y, debiased=True)) < 0.03
+    x, y = rng.normal(size=(256, 384)), rng.normal(size=(256, 384))
+    assert linear_cka(x, y) == pytest.approx(0.60, abs=0.03)
+    assert abs(linear_cka(x, y, debiased=True)) < 0.03
+
+
+def test_cka_noise_floor():
+    floor = cka_noise_floor(500, 384, debiased=False, draws=8)
+    assert floor.mean == pytest.approx(0.43, abs=0.03) and floor.mean <= floor.p95 < floor.mean + 0.02
+    assert cka_noise_floor(256, 384, debiased=False, draws=8).mean == pytest.approx(0.60, abs=0.03)
+    deb = cka_noise_floor(500, 384, debiased=True, draws=8)
+    assert abs(deb.mean) < 0.01 and deb.p95 < 0.03
+    assert cka_noise_floor(200, 16, debiased=True, draws=5, seed=3) == \
+        cka_noise_floor(200, 16, debiased=True, draws=5, seed=3)
+    mean, p95, draws = cka_noise_floor(100, 50, d_y=10, draws=4)
+    assert draws == 4 and 0 < mean <= p95 < 1
+    # A genuinely related pair clears the floor; with few examples the biased floor is near 1.
+    x = np.random.default_rng(9).normal(size=(500, 384))
+    assert linear_cka(x, x + np.random.default_rng(10).normal(size=x.shape)) > floor.p95
+    assert cka_noise_floor(20, 384, draws=3).mean > 0.9
+    with pytest.raises(FewdimsError, match="n must be"):
+        cka_noise_floor(3, 10, debiased=True)
+    with pytest.raises(FewdimsError, match="draws"):
+        cka_noise_floor(50, 10, draws=0)

@@ -16,7 +16,7 @@ import pytest
 from fewdims.store import ResultStore
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.shared_glue]
 
 
 def committed_records() -> list[dict]:

@@ -227,6 +227,47 @@ def test_missing_file_names_path_and_three_ways(tiny_glue):
     assert all(way in message for way in THREE_WAYS)
 
 
+def test_data_source_is_resolved_once_and_accepted_by_load_split(tiny_glue, monkeypatch):
+    monkeypatch.delenv("FEWDIMS_GLUE_DIR", raising=False)
+    source = data.DataSource.resolve(tiny_glue)
+    assert (source.kind, source.location, str(source)) == ("tsv", str(tiny_glue), f"tsv:{tiny_glue}")
+    assert data.DataSource.resolve(source) is source
+    assert data.DataSource.resolve(str(source)) == source  # a resolved string passes through
+    assert data.DataSource.resolve() == data.DataSource("hub", "nyu-mll/glue")
+    monkeypatch.setenv("FEWDIMS_GLUE_DIR", str(tiny_glue))
+    from_env = data.DataSource.resolve()
+    assert from_env == source and from_env.origin == "FEWDIMS_GLUE_DIR"
+    by_source, by_dir = data.load_split("sst2", "train", source), data.load_split("sst2", "train", tiny_glue)
+    assert by_source.fingerprint() == by_dir.fingerprint() and by_source.source == f"tsv:{tiny_glue}"
+
+
+def test_missing_split_names_directory_task_split_and_what_is_there(tiny_glue):
+    (tiny_glue / "RTE" / "dev.tsv").unlink()
+    with pytest.raises(FewdimsError) as error:
+        data.load_split("rte", "validation", tiny_glue)
+    message = str(error.value)
+    assert str(tiny_glue / "RTE" / "dev.tsv") in message and f"GLUE directory {tiny_glue} (from glue_dir)" in message
+    assert "RTE split 'validation'" in message and "holds the splits 'train' only" in message
+    assert "pass glue_dir=" not in message  # the user passed one: it names what to change instead
+    with pytest.raises(FewdimsError) as error:
+        data.load_split("mrpc", "train", tiny_glue)
+    assert "no MRPC folder (task folders found: CoLA, SST-2, STS-B, " in str(error.value)
+
+
+def test_missing_parquet_split_lists_the_splits_found(tmp_path):
+    import pandas as pd
+
+    (tmp_path / "rte").mkdir()
+    pd.DataFrame({"sentence1": ["a"], "sentence2": ["b"], "label": [0], "idx": [0]}).to_parquet(
+        tmp_path / "rte" / "train-00000-of-00001.parquet")
+    assert data.load_split("rte", "train", tmp_path).labels.tolist() == [0]
+    with pytest.raises(FewdimsError) as error:
+        data.load_split("rte", "validation", tmp_path)
+    message = str(error.value)
+    assert str(tmp_path / "rte" / "validation-*.parquet") in message and "'train' only" in message
+    assert "RTE split 'validation'" in message and "pass glue_dir=" not in message
+
+
 def test_malformed_row_names_file_and_line(tiny_glue):
     path = tiny_glue / "RTE" / "dev.tsv"
     path.write_text(path.read_text() + "99\tonly one sentence\n")

@@ -2,9 +2,19 @@
 import pytest
 
 from fewdims.errors import FewdimsError
-from fewdims.experiments import Experiments, random_dim_sets
+from fewdims.chapters import EXPERIMENTS, open_chapter
+from fewdims.chapters.base import Chapter, random_dim_sets
 from fewdims.profiles import available_profiles, load_profile
 from fewdims.runner import Runner
+
+
+class Experiments(Chapter):
+    """Every chapter on one runner: ex.token() is the token chapter's results, ex.baseline(task) the reference."""
+
+    def __getattr__(self, name):
+        if name in EXPERIMENTS:
+            return open_chapter(name, self.profile, self.runner).results
+        raise AttributeError(name)
 
 
 @pytest.fixture()
@@ -23,9 +33,9 @@ def test_profiles_exist_and_validate():
 
 
 def test_profile_overrides():
-    p = load_profile("cpu", task="RTE", k=3, seeds=5, random_subsets=4)
+    p = load_profile("cpu", chapter="dimension", task="RTE", k=3, seeds=5, random_subsets=4)
     assert p.tasks == ["rte"] and p.seeds == [0, 1, 2, 3, 4]
-    assert p.section("dimension")["k"] == 3 and p.section("layer")["k"] == 3
+    assert p.section("dimension")["k"] == 3 and p.section("layer")["k"] == 2  # k of the dimension chapter only
     assert p.section("dimension")["random_subsets"] == 4
     assert load_profile("cpu", tasks="sst2, mrpc").tasks == ["sst2", "mrpc"]
     assert load_profile("cpu", model=None)["model"] == "minilm"  # None keeps the profile's value
@@ -34,7 +44,7 @@ def test_profile_overrides():
 @pytest.mark.parametrize("overrides, fragment", [
     ({"profile": "gpu-huge"}, "unknown profile"),
     ({"task": "squad"}, "squad"),
-    ({"k": "two"}, "parameter 'k' must be int"),
+    ({"k": "two"}, "parameter 'k' of the dimension chapter must be int"),
     ({"random_subsets": 2.5}, "random_subsets"),
     ({"learning_rate": 1e-3}, "unknown parameter 'learning_rate'"),
     ({"seeds": 0}, "seeds must be at least 1"),
@@ -45,7 +55,7 @@ def test_profile_overrides():
 def test_bad_profile_parameters(overrides, fragment):
     profile = overrides.pop("profile", "cpu")
     with pytest.raises(FewdimsError, match=fragment):
-        load_profile(profile, **overrides)
+        load_profile(profile, chapter="dimension", **overrides)
 
 
 def test_random_dim_sets_are_fixed_and_distinct():
@@ -104,10 +114,10 @@ def test_dimension_layer_freezing_cross_on_smoke(smoke_env):
     profile = load_profile("smoke", seeds=1)
     ex = Experiments(profile, Runner(profile, verbose=False))
     dim = ex.dimension()
-    runs = dim["runs"]
+    runs = dim.runs
     assert {"random k=1", "random k=2", "random k=3", "leave one out", "best k=2"} <= set(runs["variant"])
     assert (runs.loc[runs["variant"] == "leave one out", "k"] == 2).all()
-    assert len(dim["masking"]) == 2 * 3 * profile.section("dimension")["random_subsets"]
+    assert len(dim.masking) == 2 * 3 * profile.section("dimension")["random_subsets"]
     layer = ex.layer()
     assert sorted(set(layer["layer_index"])) == [0, 1, 2]
     frozen = ex.freezing()
@@ -174,8 +184,8 @@ def test_runner_reports_measured_compute_of_every_run_it_used(smoke_env):
 def test_representations_are_cached_so_another_cka_variant_needs_no_weights(smoke_env):
     import shutil
 
-    from fewdims.analysis import analyse_cached, layer_analysis, representations_path
-    from fewdims.train import weights_dir
+    from fewdims.analysis import analyse_cached, layer_analysis
+    from fewdims.cache import representations_path, weights_dir
 
     profile = load_profile("smoke", task="sst2", seeds=1)
     runner = Runner(profile, verbose=False)
@@ -189,7 +199,7 @@ def test_representations_are_cached_so_another_cka_variant_needs_no_weights(smok
     shutil.rmtree(weights_dir(config))
 
     # the same analysis from the cache alone equals what was computed with the model in memory
-    same = analyse_cached(config, [layer_analysis(params["requested"], reps, False)], profile.glue_dir)
+    same = analyse_cached(config, [layer_analysis(params["requested"], reps, False)], profile.source)
     assert same == {"layers": record["extra"]["layers"]}
     # a new variant (debiased CKA, one representation) is re-analysed without weights and stored, and an error
     # recorded when the run trained is dropped once its analysis succeeds
@@ -201,7 +211,7 @@ def test_representations_are_cached_so_another_cka_variant_needs_no_weights(smok
     assert updated["metrics"] == record["metrics"]
     # an unreadable cache is not an error: without weights the analysis is simply not available
     representations_path(config, params["split"], n).write_bytes(b"not an npz")
-    assert analyse_cached(config, [layer_analysis(params["requested"], reps, True)], profile.glue_dir) is None
+    assert analyse_cached(config, [layer_analysis(params["requested"], reps, True)], profile.source) is None
 
 
 def test_baseline_analyses_run_without_errors_on_a_regression_task(smoke_env):

@@ -18,15 +18,21 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fewdims import claims, plots
+from fewdims import figures, tables, verdicts
+from fewdims.chapters import cka as cka_chapter
+from fewdims.chapters import cross_finetune as cross_finetune_chapter
+from fewdims.chapters import dimension as dimension_chapter
+from fewdims.chapters import freezing as freezing_chapter
+from fewdims.chapters import layer as layer_chapter
+from fewdims.chapters import summary as summary_chapter
+from fewdims.chapters import token as token_chapter
 
 ROOT = Path(__file__).resolve().parents[1]
 NB_DIR = ROOT / "notebooks"
 # Experiments first, then the chapters that read every experiment (summary, setup): all reuse the smoke grid.
 NOTEBOOKS = ("token", "dimension", "layer", "freezing", "cross_finetune", "cka", "summary", "setup")
-COMMON_PARAMETERS = ("profile", "task", "tasks", "model", "seeds", "compute")
-EXTRA_PARAMETERS = {"dimension": ("k", "random_subsets"), "layer": ("k",),
-                    "cka": ("n_examples", "representation")}
+COMMON_PARAMETERS = ("profile", "compute")  # every other profile key reaches the notebook through papermill -p
+EXTRA_PARAMETERS = {"cka": ("representation",), "summary": ("representation",)}  # display options of a page
 
 
 # -- hand-made frames ----------------------------------------------------------------------------------------------
@@ -42,17 +48,17 @@ def frame(*groups):
 
 # -- summarise / score_table ---------------------------------------------------------------------------------------
 def test_cell_shows_mean_std_and_every_seed():
-    assert claims.cell_text([85.1, 85.8, 85.0]) == "85.3 ± 0.4 (85.1, 85.8, 85.0)"
-    assert claims.cell_text([70.0]) == "70.0"
-    assert claims.cell_text([math.nan]) == "not run"
-    assert claims.cell_text([-1.5, 2.5]) == "0.5 ± 2.8 (−1.5, 2.5)"
+    assert tables.cell_text([85.1, 85.8, 85.0]) == "85.3 ± 0.4 (85.1, 85.8, 85.0)"
+    assert tables.cell_text([70.0]) == "70.0"
+    assert tables.cell_text([math.nan]) == "not run"
+    assert tables.cell_text([-1.5, 2.5]) == "0.5 ± 2.8 (−1.5, 2.5)"
 
 
 def test_summarise_flags_runs_at_or_below_majority_and_skips_missing_runs():
     df = frame(runs("RTE", "cls", [66.0, 52.0, math.nan], majority=52.7))
-    out = claims.summarise(df).iloc[0]
+    out = tables.summarise(df).iloc[0]
     assert out["n"] == 2 and out["missing"] == 1 and out["below_majority"] == 1
-    assert out["cell"] == f"59.0 ± 9.9 (66.0, 52.0) {claims.MAJORITY_MARK}"
+    assert out["cell"] == f"59.0 ± 9.9 (66.0, 52.0) {tables.MAJORITY_MARK}"
     assert out["seeds"] == [0, 1]
 
 
@@ -64,10 +70,10 @@ def test_score_table_has_matched_and_mismatched_mnli_columns():
                      "validation_mismatched/accuracy": mm})
     rows.append({"task": "CoLA", "variant": "cls", "seed": 0, "score": 0.0, "majority": 0.0,
                  "at_or_below_majority": True, "validation/matthews": 0.0})
-    table = claims.score_table(pd.DataFrame(rows))
+    table = tables.score_table(pd.DataFrame(rows))
     assert list(table.columns) == ["MNLI-m (acc.)", "MNLI-mm (acc.)", "CoLA (MCC)"]
     assert table.loc["cls", "MNLI-mm (acc.)"] == "82.0 ± 1.4 (81.0, 83.0)"
-    assert table.loc["cls", "CoLA (MCC)"].endswith(claims.MAJORITY_MARK)
+    assert table.loc["cls", "CoLA (MCC)"].endswith(tables.MAJORITY_MARK)
 
 
 # -- (a) token ---------------------------------------------------------------------------------------------------
@@ -81,27 +87,27 @@ def token_frame(cola_gap=0.5, sst_gap=-1.0, rte_gap=-6.0, majority=50.0):
 
 
 def test_token_claim_supported_with_rte_as_exception():
-    c = claims.token_claim(token_frame())
-    assert c["verdict"] == claims.SUPPORTED
+    c = token_chapter.token_claim(token_frame())
+    assert c["verdict"] == verdicts.SUPPORTED
     assert "2 of 2 informative tasks other than RTE" in c["measured"]
     assert "exception, as in the paper" in c["measured"]
     assert "CoLA +0.5" in c["measured"] and "RTE −6.0" in c["measured"]
 
 
 def test_token_claim_partly_and_not_supported():
-    assert claims.token_claim(token_frame(sst_gap=-3.0))["verdict"] == claims.PARTLY      # 1 of 2
-    assert claims.token_claim(token_frame(cola_gap=-8, sst_gap=-3.0))["verdict"] == claims.NOT_SUPPORTED
+    assert token_chapter.token_claim(token_frame(sst_gap=-3.0))["verdict"] == verdicts.PARTLY      # 1 of 2
+    assert token_chapter.token_claim(token_frame(cola_gap=-8, sst_gap=-3.0))["verdict"] == verdicts.NOT_SUPPORTED
 
 
 def test_token_claim_not_tested_without_informative_tasks():
-    assert claims.token_claim(pd.DataFrame())["verdict"] == claims.NOT_TESTED
+    assert token_chapter.token_claim(pd.DataFrame())["verdict"] == verdicts.NOT_TESTED
     only_rte = token_frame()
     only_rte = only_rte[only_rte.task == "RTE"]
-    c = claims.token_claim(only_rte)
-    assert c["verdict"] == claims.NOT_TESTED and "other than RTE" in c["measured"]
+    c = token_chapter.token_claim(only_rte)
+    assert c["verdict"] == verdicts.NOT_TESTED and "other than RTE" in c["measured"]
     # SST-2 at the majority baseline is uninformative: left out and named
     df = token_frame(majority=95.0)
-    c = claims.token_claim(df)
+    c = token_chapter.token_claim(df)
     assert "SST-2" in c["measured"].split("majority-class baseline:")[1]
     assert "1 of 1 informative" in c["measured"]
 
@@ -120,28 +126,28 @@ def dim_frame(gaps, random_scores=(70.0, 72.0), selected=85.0):
 
 
 def test_few_dims_verdicts():
-    assert claims.few_dims_claim(dim_frame({"SST-2": 1.0, "MRPC": 1.5, "RTE": 9.0}))["verdict"] == claims.SUPPORTED
-    c = claims.few_dims_claim(dim_frame({"SST-2": 1.0, "MRPC": 4.0, "RTE": 9.0}))
-    assert c["verdict"] == claims.PARTLY and "1 of 3" in c["measured"]
-    assert claims.few_dims_claim(dim_frame({"SST-2": 4.0, "MRPC": 4.5}))["verdict"] == claims.PARTLY  # within 5
-    assert claims.few_dims_claim(dim_frame({"SST-2": 9.0, "MRPC": 9.0}))["verdict"] == claims.NOT_SUPPORTED
-    assert claims.few_dims_claim(pd.DataFrame())["verdict"] == claims.NOT_TESTED
+    assert dimension_chapter.few_dims_claim(dim_frame({"SST-2": 1.0, "MRPC": 1.5, "RTE": 9.0}))["verdict"] == verdicts.SUPPORTED
+    c = dimension_chapter.few_dims_claim(dim_frame({"SST-2": 1.0, "MRPC": 4.0, "RTE": 9.0}))
+    assert c["verdict"] == verdicts.PARTLY and "1 of 3" in c["measured"]
+    assert dimension_chapter.few_dims_claim(dim_frame({"SST-2": 4.0, "MRPC": 4.5}))["verdict"] == verdicts.PARTLY  # within 5
+    assert dimension_chapter.few_dims_claim(dim_frame({"SST-2": 9.0, "MRPC": 9.0}))["verdict"] == verdicts.NOT_SUPPORTED
+    assert dimension_chapter.few_dims_claim(pd.DataFrame())["verdict"] == verdicts.NOT_TESTED
 
 
 def test_few_dims_uses_the_better_of_two_and_three_dims():
     df = dim_frame({"SST-2": 9.0})
     df.loc[df.variant == "random k=3", "score"] = 89.5
-    c = claims.few_dims_claim(df)
-    assert c["verdict"] == claims.SUPPORTED
+    c = dimension_chapter.few_dims_claim(df)
+    assert c["verdict"] == verdicts.SUPPORTED
     assert c["details"].iloc[0]["best_selected"] == pytest.approx(89.5)
 
 
 def test_selected_vs_random():
-    assert claims.selected_vs_random_claim(dim_frame({"SST-2": 1, "RTE": 1}))["verdict"] == claims.SUPPORTED
-    c = claims.selected_vs_random_claim(dim_frame({"SST-2": 1, "RTE": 1}, selected=71.5))
-    assert c["verdict"] == claims.NOT_SUPPORTED  # 71.5 vs random mean 71.0: less than BEAT_POINTS
-    c = claims.selected_vs_random_claim(dim_frame({"SST-2": 1}, random_scores=(40.0, 50.0), selected=45.0))
-    assert c["verdict"] == claims.NOT_TESTED  # nothing above the majority baseline (50)
+    assert dimension_chapter.selected_vs_random_claim(dim_frame({"SST-2": 1, "RTE": 1}))["verdict"] == verdicts.SUPPORTED
+    c = dimension_chapter.selected_vs_random_claim(dim_frame({"SST-2": 1, "RTE": 1}, selected=71.5))
+    assert c["verdict"] == verdicts.NOT_SUPPORTED  # 71.5 vs random mean 71.0: less than BEAT_POINTS
+    c = dimension_chapter.selected_vs_random_claim(dim_frame({"SST-2": 1}, random_scores=(40.0, 50.0), selected=45.0))
+    assert c["verdict"] == verdicts.NOT_TESTED  # nothing above the majority baseline (50)
 
 
 # -- (c) layers --------------------------------------------------------------------------------------------------
@@ -156,16 +162,16 @@ def layer_frame(curves, k_curves=None):
 
 def test_layer_claim_verdicts():
     rising = [50, 60, 70, 80, 89, 90, 90]          # L = 6: lower = 1-3, upper = 4-6
-    assert claims.layer_claim(layer_frame({"SST-2": rising, "RTE": rising}))["verdict"] == claims.SUPPORTED
+    assert layer_chapter.layer_claim(layer_frame({"SST-2": rising, "RTE": rising}))["verdict"] == verdicts.SUPPORTED
     steep = [50, 60, 70, 75, 80, 85, 90]           # lower less, but the upper layers spread 10 points
-    c = claims.layer_claim(layer_frame({"SST-2": steep, "RTE": steep}))
-    assert c["verdict"] == claims.PARTLY and "layers 1-3" in c["measured"] and "layers 4-6" in c["measured"]
+    c = layer_chapter.layer_claim(layer_frame({"SST-2": steep, "RTE": steep}))
+    assert c["verdict"] == verdicts.PARTLY and "layers 1-3" in c["measured"] and "layers 4-6" in c["measured"]
     flat_low = [50, 88, 88, 88, 60, 60, 60]        # upper flat but higher layers are worse
-    assert claims.layer_claim(layer_frame({"SST-2": flat_low}))["verdict"] == claims.PARTLY
+    assert layer_chapter.layer_claim(layer_frame({"SST-2": flat_low}))["verdict"] == verdicts.PARTLY
     bad = [50, 90, 90, 90, 60, 80, 70]
-    assert claims.layer_claim(layer_frame({"SST-2": bad}))["verdict"] == claims.NOT_SUPPORTED
-    assert claims.layer_claim(layer_frame({"SST-2": [50, 60, 70]}))["verdict"] in claims.VERDICTS
-    assert claims.layer_claim(layer_frame({"SST-2": [50, 60]}))["verdict"] == claims.NOT_TESTED  # L = 1
+    assert layer_chapter.layer_claim(layer_frame({"SST-2": bad}))["verdict"] == verdicts.NOT_SUPPORTED
+    assert layer_chapter.layer_claim(layer_frame({"SST-2": [50, 60, 70]}))["verdict"] in verdicts.VERDICTS
+    assert layer_chapter.layer_claim(layer_frame({"SST-2": [50, 60]}))["verdict"] == verdicts.NOT_TESTED  # L = 1
 
 
 # -- (d) freezing ------------------------------------------------------------------------------------------------
@@ -179,13 +185,13 @@ def freeze_frame(frozen_rte=53.0, frozen_cola=1.0, frozen_sst=85.0):
 
 
 def test_freezing_verdicts():
-    c = claims.freezing_claim(freeze_frame())
-    assert c["verdict"] == claims.SUPPORTED and "2 of 2 informative harder tasks" in c["measured"]
+    c = freezing_chapter.freezing_claim(freeze_frame())
+    assert c["verdict"] == verdicts.SUPPORTED and "2 of 2 informative harder tasks" in c["measured"]
     assert "easier tasks" in c["measured"]
-    assert claims.freezing_claim(freeze_frame(frozen_rte=56.0, frozen_cola=30.0))["verdict"] == claims.PARTLY
-    assert claims.freezing_claim(freeze_frame(frozen_rte=64.0, frozen_cola=52.0))["verdict"] == claims.NOT_SUPPORTED
+    assert freezing_chapter.freezing_claim(freeze_frame(frozen_rte=56.0, frozen_cola=30.0))["verdict"] == verdicts.PARTLY
+    assert freezing_chapter.freezing_claim(freeze_frame(frozen_rte=64.0, frozen_cola=52.0))["verdict"] == verdicts.NOT_SUPPORTED
     only_easy = freeze_frame()
-    assert claims.freezing_claim(only_easy[only_easy.task == "SST-2"])["verdict"] == claims.NOT_TESTED
+    assert freezing_chapter.freezing_claim(only_easy[only_easy.task == "SST-2"])["verdict"] == verdicts.NOT_TESTED
 
 
 # -- (e) cross-fine-tuning ---------------------------------------------------------------------------------------
@@ -200,15 +206,15 @@ def cross_frame(scores):
 
 def test_cross_verdicts():
     good = {("SST-2", "RTE"): (65.0, 66.0), ("RTE", "SST-2"): (92.0, 91.0)}
-    c = claims.cross_claim(cross_frame(good))
-    assert c["verdict"] == claims.SUPPORTED and "75%" in c["measured"]
+    c = cross_finetune_chapter.cross_claim(cross_frame(good))
+    assert c["verdict"] == verdicts.SUPPORTED and "75%" in c["measured"]
     half = {("SST-2", "RTE"): (60.0, 66.0), ("RTE", "SST-2"): (92.0, 91.0)}
-    assert claims.cross_claim(cross_frame(half))["verdict"] == claims.PARTLY
+    assert cross_finetune_chapter.cross_claim(cross_frame(half))["verdict"] == verdicts.PARTLY
     bad = {("SST-2", "RTE"): (55.0, 66.0), ("RTE", "SST-2"): (80.0, 91.0), ("MRPC", "RTE"): (60.0, 66.0)}
-    assert claims.cross_claim(cross_frame(bad))["verdict"] == claims.NOT_SUPPORTED
+    assert cross_finetune_chapter.cross_claim(cross_frame(bad))["verdict"] == verdicts.NOT_SUPPORTED
     useless = {("SST-2", "RTE"): (50.0, 50.0)}
-    assert claims.cross_claim(cross_frame(useless))["verdict"] == claims.NOT_TESTED
-    assert claims.cross_claim(pd.DataFrame())["verdict"] == claims.NOT_TESTED
+    assert cross_finetune_chapter.cross_claim(cross_frame(useless))["verdict"] == verdicts.NOT_TESTED
+    assert cross_finetune_chapter.cross_claim(pd.DataFrame())["verdict"] == verdicts.NOT_TESTED
 
 
 # -- CKA ---------------------------------------------------------------------------------------------------------
@@ -232,7 +238,7 @@ def cka_entry(finetuned, pretrained, drop_scores, metric="accuracy"):
 
 
 def test_block_split_ignores_undefined_layers():
-    out = claims.block_split(block_matrix())
+    out = cka_chapter.block_split(block_matrix())
     assert out["layers"] == [1, 2, 3, 4, 5, 6] and out["split"] == 4
     assert out["contrast"] == pytest.approx(0.6)
 
@@ -241,37 +247,37 @@ def test_cka_block_verdicts():
     flat = block_matrix(within=0.8, between=0.8)
     drops = [50, 55, 60, 70, 85, 89.5, 90]
     both = {"SST-2": cka_entry(block_matrix(), flat, drops), "RTE": cka_entry(block_matrix(), flat, drops)}
-    c = claims.cka_block_claim(both)
-    assert c["verdict"] == claims.SUPPORTED and "[1-3] [4-6]" in c["measured"]
+    c = cka_chapter.cka_block_claim(both)
+    assert c["verdict"] == verdicts.SUPPORTED and "[1-3] [4-6]" in c["measured"]
     one = {"SST-2": cka_entry(block_matrix(), flat, drops), "RTE": cka_entry(flat, flat, drops)}
-    assert claims.cka_block_claim(one)["verdict"] == claims.PARTLY
-    assert claims.cka_block_claim({"RTE": cka_entry(flat, flat, drops)})["verdict"] == claims.NOT_SUPPORTED
+    assert cka_chapter.cka_block_claim(one)["verdict"] == verdicts.PARTLY
+    assert cka_chapter.cka_block_claim({"RTE": cka_entry(flat, flat, drops)})["verdict"] == verdicts.NOT_SUPPORTED
     tiny = {"RTE": cka_entry(block_matrix(n=3, split=2), block_matrix(n=3, split=2), [50, 60, 70])}
-    c = claims.cka_block_claim(tiny)  # layers 1-2 only: no room for two blocks
-    assert c["verdict"] == claims.NOT_TESTED and "fewer than 3" in c["measured"]
+    c = cka_chapter.cka_block_claim(tiny)  # layers 1-2 only: no room for two blocks
+    assert c["verdict"] == verdicts.NOT_TESTED and "fewer than 3" in c["measured"]
     with pytest.raises(Exception, match="representation"):
-        claims.check_representation(both, "pooler")
+        cka_chapter.check_representation(both, "pooler")
 
 
 def test_layer_drop_verdicts():
     m = block_matrix()
     good = {"SST-2": cka_entry(m, m, [50, 55, 60, 70, 85, 89.5, 90])}
-    c = claims.layer_drop_claim(good, majority={"SST-2": 50.9})
-    assert c["verdict"] == claims.SUPPORTED and "1 of 6" in c["measured"]
-    table = claims.layer_drop_table(good)
+    c = cka_chapter.layer_drop_claim(good, majority={"SST-2": 50.9})
+    assert c["verdict"] == verdicts.SUPPORTED and "1 of 6" in c["measured"]
+    table = cka_chapter.layer_drop_table(good)
     assert table.droppable.iloc[0] == 1 and list(table.layers_kept) == list(range(7))
     bad = {"RTE": cka_entry(m, m, [50, 55, 60, 70, 85, 80, 90]), **good}
-    assert claims.layer_drop_claim(bad)["verdict"] == claims.PARTLY
+    assert cka_chapter.layer_drop_claim(bad)["verdict"] == verdicts.PARTLY
     flat = {"SST-2": cka_entry(m, m, [50.9] * 7)}
-    assert claims.layer_drop_claim(flat, majority={"SST-2": 50.9})["verdict"] == claims.NOT_TESTED
-    assert claims.layer_drop_claim({})["verdict"] == claims.NOT_TESTED
+    assert cka_chapter.layer_drop_claim(flat, majority={"SST-2": 50.9})["verdict"] == verdicts.NOT_TESTED
+    assert cka_chapter.layer_drop_claim({})["verdict"] == verdicts.NOT_TESTED
 
 
 def test_all_claims_on_nothing_are_not_tested_with_a_reason():
-    out = claims.all_claims({})
-    assert len(out) == 8 and {c["verdict"] for c in out} == {claims.NOT_TESTED}
+    out = summary_chapter.all_claims({})
+    assert len(out) == 8 and {c["verdict"] for c in out} == {verdicts.NOT_TESTED}
     assert all(c["measured"].startswith("Not tested: ") for c in out)
-    table = claims.claims_table(out)
+    table = verdicts.claims_table(out)
     assert list(table.columns) == ["paper", "claim", "measured", "verdict"]
 
 
@@ -289,19 +295,19 @@ def test_every_plot_returns_a_titled_figure_with_labelled_axes():
                           "quantiles": {"0.0": 0.5, "0.5": 0.6, "1.0": 0.9}, "top": [[1, 2, 0.9]],
                           "importance": [0.7, 0.9, 0.9, 0.6]}])
     masking = pd.DataFrame([{"task": "SST-2", "split": "validation", "dims": (1, 2), "k": 2, "score": 60.0}])
-    figures = [
-        plots.score_bars(token_frame()), plots.score_bars(dims, x="variant", hue=None, col="task", kind="dot"),
-        plots.layer_curves(layer_frame({"SST-2": [50, 60, 70, 80, 89, 90, 90]})),
-        plots.heatmap(m), plots.cka_grid(cka), plots.cka_layer_curves(cka),
-        plots.layer_drop_curves(claims.layer_drop_table(cka)),
-        plots.relative_matrix(cross_frame({("SST-2", "RTE"): (65.0, 66.0), ("RTE", "SST-2"): (92.0, 91.0)})),
-        plots.scan_histogram(scan, reference={"SST-2": 90.0}), plots.importance_plot(scan, {"SST-2": [1]}),
-        plots.removal_cost_bars(dims), plots.masking_contrast(dims, masking),
-        plots.delta_heatmap(pd.DataFrame({"task": ["SST-2"], "manipulation": ["x"], "delta": [-1.0]})),
-        plots.compute_bars(pd.DataFrame({"experiment": ["token"], "task": ["SST-2"], "seconds": [60.0]})),
-        plots.score_bars(pd.DataFrame(), title="nothing"),
+    drawn = [
+        figures.score_bars(token_frame()), figures.score_bars(dims, x="variant", hue=None, col="task", kind="dot"),
+        figures.layer_curves(layer_frame({"SST-2": [50, 60, 70, 80, 89, 90, 90]})),
+        figures.heatmap(m), figures.cka_grid(cka), figures.cka_layer_curves(cka),
+        figures.layer_drop_curves(cka_chapter.layer_drop_table(cka)),
+        figures.relative_matrix(cross_frame({("SST-2", "RTE"): (65.0, 66.0), ("RTE", "SST-2"): (92.0, 91.0)})),
+        figures.scan_histogram(scan, reference={"SST-2": 90.0}), figures.importance_plot(scan, {"SST-2": [1]}),
+        figures.removal_cost_bars(dims), figures.masking_contrast(dims, masking),
+        figures.delta_heatmap(pd.DataFrame({"task": ["SST-2"], "manipulation": ["x"], "delta": [-1.0]})),
+        figures.compute_bars(pd.DataFrame({"experiment": ["token"], "task": ["SST-2"], "seconds": [60.0]})),
+        figures.score_bars(pd.DataFrame(), title="nothing"),
     ]
-    for fig in figures:
+    for fig in drawn:
         assert isinstance(fig, Figure)
         assert fig._suptitle is not None and fig._suptitle.get_text()
         for ax in fig.axes:
@@ -322,9 +328,9 @@ def test_notebook_is_stored_clean_with_a_parameters_cell(name):
     assert len(params) == 1
     translators = pytest.importorskip("papermill.translators")
     names = [p.name for p in translators.PythonTranslator.inspect(params[0])]  # what `papermill -p` can set
-    assert set(COMMON_PARAMETERS) | set(EXTRA_PARAMETERS.get(name, ())) <= set(names)
-    assert len(names) == len([line for line in params[0].source.splitlines() if line.strip()])
-    assert "Runner(profile, allow_compute=compute)" in "".join(c.source for c in code)
+    assert set(names) == set(COMMON_PARAMETERS) | set(EXTRA_PARAMETERS.get(name, ()))
+    assert len(names) == len([line for line in params[0].source.splitlines() if line.strip() and not line.startswith("#")])
+    assert f'open_chapter("{name}", globals())' in "".join(c.source for c in code)
 
 
 # -- executing the notebooks (slow) --------------------------------------------------------------------------------

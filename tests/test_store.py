@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import fewdims.train
-from conftest import tiny_config
+from conftest import stored_run, tiny_config
 from fewdims.config import RunResult
 from fewdims.errors import FewdimsError
 from fewdims.store import CorruptRecordError, ResultStore
@@ -42,8 +42,9 @@ def store(tmp_path, fewdims_env):
 
 
 def test_finished_run_is_reused_and_force_recomputes(store, tiny_glue, monkeypatch):
+    """A stored record is reused (by the runner; `stored_run` here) instead of training again."""
     config = tiny_config()
-    first = store.run(config, tiny_glue)
+    first = stored_run(store, config, tiny_glue)
     path = store.path(config)
     assert path == store.dir / "sst2" / f"{config.key()}.json" and path.is_file()
     assert first["key"] == config.key() and first["config"] == config.to_dict()
@@ -51,10 +52,10 @@ def test_finished_run_is_reused_and_force_recomputes(store, tiny_glue, monkeypat
     stored = path.read_bytes()
 
     monkeypatch.setattr(fewdims.train, "train", no_train)
-    again = store.run(config, tiny_glue)
+    again = stored_run(store, config, tiny_glue)
     assert again == first and again["created"] == first["created"]
     assert path.read_bytes() == stored
-    assert store.run(config.replace(save_weights=True), tiny_glue) == first  # save_weights is not in the key
+    assert stored_run(store, config.replace(save_weights=True), tiny_glue) == first  # save_weights is not in the key
 
     calls = []
 
@@ -63,11 +64,11 @@ def test_finished_run_is_reused_and_force_recomputes(store, tiny_glue, monkeypat
         return fake_result(cfg, accuracy=0.125)
 
     monkeypatch.setattr(fewdims.train, "train", fake_train)
-    forced = store.run(config, tiny_glue, force=True)
+    forced = stored_run(store, config, tiny_glue, force=True)
     assert len(calls) == 1 and calls[0][0] == config
     assert forced["metrics"] == {"validation": {"accuracy": 0.125}}
     assert store.load(config)["metrics"] == forced["metrics"]
-    assert store.run(config, tiny_glue)["metrics"] == forced["metrics"]  # and reused afterwards
+    assert stored_run(store, config, tiny_glue)["metrics"] == forced["metrics"]  # and reused afterwards
     assert len(calls) == 1
 
 
@@ -79,13 +80,13 @@ def test_interrupted_run_leaves_nothing_and_is_redone(store, tiny_glue):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        store.run(config, tiny_glue, on_step=interrupt)
+        stored_run(store, config, tiny_glue, on_step=interrupt)
     assert store.load(config) is None
     assert not store.path(config).exists()
     assert not store.dir.exists() or files_under(store.dir) == {}  # not even a temp file
 
     steps = []
-    record = store.run(config, tiny_glue, on_step=steps.append)
+    record = stored_run(store, config, tiny_glue, on_step=steps.append)
     assert steps == [1, 2, 3, 4]
     assert record["timings"]["steps"] == 4
     assert store.load(config) == record
@@ -122,7 +123,7 @@ def test_corrupt_record_raises_with_its_path_and_is_kept(store, tiny_glue, monke
 
     monkeypatch.setattr(fewdims.train, "train", no_train)
     with pytest.raises(CorruptRecordError):
-        store.run(config, tiny_glue)  # never silently recomputed over the corrupt file either
+        stored_run(store, config, tiny_glue)  # never silently recomputed over the corrupt file either
     assert path.read_text() == broken
     if how != "a_list":  # records() reads any JSON; only undecodable files make it raise
         with pytest.raises(CorruptRecordError, match=str(path)):

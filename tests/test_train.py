@@ -9,12 +9,13 @@ import torch
 
 from conftest import tiny_config
 from fewdims.config import RunResult
-from fewdims.data import load_split
+from fewdims.cache import weights_dir
+from fewdims.data import DataSource, load_split
 from fewdims.errors import FewdimsError
 from fewdims.fixtures import write_tiny_glue
 from fewdims.heads import Classifier
 from fewdims.models import load_backbone
-from fewdims.train import train, weights_dir
+from fewdims.train import train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -27,6 +28,18 @@ def env(tmp_path_factory, one_torch_thread):
         mp.setenv("FEWDIMS_CACHE", str(root / "cache"))
         mp.setenv("FEWDIMS_PROGRESS", "0")
         yield {"glue": write_tiny_glue(root / "glue"), "cache": root / "cache"}
+
+
+def train_keeping_model(config, source):
+    """train() and its fine-tuned model, kept by an analysis (analyses run while the weights are in memory)."""
+    kept = {}
+
+    def keep(model, context):
+        kept["model"] = model
+        return {}
+
+    result = train(config, source, analyses=(keep,))
+    return result, kept["model"]
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +89,12 @@ def test_result_shape_timings_and_fingerprints(seed0_runs, env):
     assert result.extra["model_source"].startswith("tiny")
 
 
+def test_a_resolved_data_source_trains_like_its_glue_dir(seed0_runs, env):
+    result = train(tiny_config(), DataSource.resolve(env["glue"]))
+    assert result.metrics == seed0_runs[0].metrics and result.history == seed0_runs[0].history
+    assert result.data == seed0_runs[0].data
+
+
 def test_a_different_data_subset_has_a_different_fingerprint(seed0_runs, env):
     other = train(tiny_config(data_seed=1), env["glue"])
     assert other.data["train"]["sha256"] != seed0_runs[0].data["train"]["sha256"]
@@ -99,19 +118,19 @@ def test_feature_cache_matches_uncached_frozen_training(env):
 
 
 def test_frozen_backbone_is_not_changed(env):
-    result = train(tiny_config(freeze_backbone=True, head_lr=1e-2), env["glue"], keep_model=True)
+    _, model = train_keeping_model(tiny_config(freeze_backbone=True, head_lr=1e-2), env["glue"])
     fresh, _ = load_backbone("tiny")
-    trained = result.model.backbone.state_dict()
+    trained = model.backbone.state_dict()
     for name, value in fresh.state_dict().items():
         assert torch.equal(trained[name], value), name
 
 
 def test_lower_layer_of_the_two_layer_model(env):
-    result = train(tiny_config(layer=1), env["glue"], keep_model=True)
-    assert len(result.model.backbone.encoder.layer) == 1
+    result, model = train_keeping_model(tiny_config(layer=1), env["glue"])
+    assert len(model.backbone.encoder.layer) == 1
     assert "accuracy" in result.metrics["validation"]
-    zero = train(tiny_config(layer=0, pooling="mean"), env["glue"], keep_model=True)
-    assert len(zero.model.backbone.encoder.layer) == 0
+    _, zero = train_keeping_model(tiny_config(layer=0, pooling="mean"), env["glue"])
+    assert len(zero.backbone.encoder.layer) == 0
 
 
 def test_regression_task_reports_correlations(env):
@@ -175,9 +194,9 @@ def test_init_from_a_stage_a_run(env):
 
     # Stage B starts from stage A's backbone: with a frozen backbone it must still hold exactly those weights.
     stage_b = tiny_config(task="sst2", init_from=stage_a.to_dict(), freeze_backbone=True, head_lr=1e-2)
-    result = train(stage_b, env["glue"], keep_model=True)
+    result, model = train_keeping_model(stage_b, env["glue"])
     saved = torch.load(path, weights_only=True)
-    trained = result.model.backbone.state_dict()
+    trained = model.backbone.state_dict()
     assert all(torch.equal(trained[k], v) for k, v in saved.items())
     fresh, _ = load_backbone("tiny")
     assert any(not torch.equal(fresh.state_dict()[k], v) for k, v in saved.items())  # stage A did train
@@ -198,17 +217,19 @@ import json, sys
 import torch
 torch.set_num_threads(1)
 from fewdims.config import RunConfig
-from fewdims.train import keep_freed_memory, train
+from fewdims.runtime import keep_freed_memory
+from fewdims.train import train
 config = RunConfig(task="sst2", model="minilm", train_size=48, eval_size=16, batch_size=16, epochs=1,
                    max_length=32, seed=3)
-result = train(config, sys.argv[1], keep_model=True)
-head = result.model.head.first.weight.detach().double()
+kept = {}
+result = train(config, sys.argv[1], analyses=(lambda model, context: kept.update(model=model) or {},))
+head = kept["model"].head.first.weight.detach().double()
 print(json.dumps({"on": keep_freed_memory(), "history": result.history, "head": [head.sum().item(), head.norm().item()]}))
 """
 
 
 def test_keeping_freed_memory_changes_no_result(env):
-    """The allocator setting (fewdims.train.keep_freed_memory) is process-wide: each setting trains MiniLM
+    """The allocator setting (fewdims.runtime.keep_freed_memory) is process-wide: each setting trains MiniLM
     (big enough tensors for malloc's mmap path) in its own interpreter; the results must be bit-identical."""
     import json
     import os

@@ -1,7 +1,7 @@
 """Analyses computed while a fine-tuned model's weights are in memory (or reloaded from the local cache).
 
-Each `*_analysis(...)` returns a callable `(model, context) -> dict` for `train(analyses=...)`; the dicts land in
-the result record's `extra`, so notebooks read small arrays and scores, never weights:
+Each `*_analysis(...)` returns an `Analysis`, callable as `(model, context) -> dict` for `train(analyses=...)`;
+the dicts land in the result record's `extra`, so notebooks read small arrays and scores, never weights:
 - `layer_analysis`: CKA between every pair of layers (pretrained and fine-tuned) and layer dropping (the
   fine-tuned head on the bottom i layers, no re-tuning) — Phang, Liu & Bowman (2021).
 - `masking_analysis`: only k dims reach the head at inference, on the normally fine-tuned model.
@@ -10,19 +10,36 @@ the result record's `extra`, so notebooks read small arrays and scores, never we
 """
 from __future__ import annotations
 
-import hashlib
-import json
-from pathlib import Path
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 import torch
 
 from .batching import collate, encode, sorted_batches
+from .cache import has_weights, load_representations, load_weights, representations_path, save_representations
 from .cka import cka_between, cka_matrix
-from .data import load_split
-from .heads import Head, pool
+from .data import DataSource, load_split
+from .heads import Head, pool, predictions_from_logits
 from .metrics import compute_metrics, main_metric
 from .tasks import get_task
+
+
+@dataclass(frozen=True, eq=False)
+class Analysis:
+    """One analysis of a fine-tuned model. Calling it, `analysis(model, context)`, runs `compute` on the model in
+    memory (context: config, accelerator, eval encodings, pad_id, task, tokenizer) and returns the dict that goes
+    into the record's `extra`. `satisfied_by(extra)`: whether a stored record's extra already holds its result.
+    `from_cache(config, source)`: its result from cached representations without the weights, or None (absent
+    when the analysis always needs the model)."""
+
+    name: str
+    compute: Callable[..., dict]
+    satisfied_by: Callable[[dict], bool]
+    from_cache: Callable[..., dict | None] | None = None
+
+    def __call__(self, model, context) -> dict:
+        return self.compute(model, context)
 
 
 def analysed_split(config, task) -> str:
@@ -56,7 +73,7 @@ def layer_outputs(model, encoded, accelerator, pad_id: int, keep: np.ndarray, re
                 reps[r] = [np.zeros((len(encoded), hidden[0].shape[-1]), dtype=np.float32) for _ in hidden]
         rows = batch["index"].cpu().numpy()
         for layer, out in enumerate(outs):
-            preds[layer][rows] = (out.squeeze(-1) if out.shape[-1] == 1 else out.argmax(-1)).cpu().numpy()
+            preds[layer][rows] = predictions_from_logits(out).cpu().numpy()
             for r in reps:
                 vec = pool(hidden[layer], batch["input_ids"], batch["attention_mask"], r, (), True).float()
                 reps[r][layer][rows] = vec.cpu().numpy()
@@ -103,46 +120,10 @@ def _nan_to_none(a: np.ndarray) -> list:
     return [_nan_to_none(x) if isinstance(x, np.ndarray) else (None if np.isnan(x) else float(x)) for x in a]
 
 
-def representations_path(config, split: str, n: int, pretrained: bool = False) -> Path:
-    """Local cache of one model's per-layer representations and per-layer predictions on the analysis examples.
-    Like weights it is never committed (~5 MB per model and representation); the record keeps only the CKA
-    matrices and scores. The pretrained backbone is keyed by what its inputs depend on."""
-    from .models import cache_root
-
-    inputs = json.dumps(["pretrained", config.model, config.task, config.max_length, config.eval_size,
-                         config.data_seed])
-    key = hashlib.sha256(inputs.encode()).hexdigest()[:16] if pretrained else config.key()
-    return cache_root() / "representations" / config.task / f"{key}-{split}-n{n}.npz"
-
-
-def _save_representations(path: Path, keep, preds, reps) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    arrays = {"keep": keep, **({"preds": np.stack(preds)} if preds is not None else {}),
-              **{f"rep_{r}": np.stack(v) for r, v in reps.items()}}
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, **arrays)
-    tmp.replace(path)  # atomic: an interrupted write never leaves a truncated cache file
-
-
-def _load_representations(path: Path, keep, representations, need_preds: bool):
-    """(preds or None, reps) from the cache, or None when it is missing, stale or lacks something asked for."""
-    if not path.exists():
-        return None
-    try:
-        with np.load(path) as f:
-            if not np.array_equal(f["keep"], keep) or (need_preds and "preds" not in f) or \
-                    any(f"rep_{r}" not in f for r in representations):
-                return None
-            preds = list(f["preds"]) if need_preds else None
-            return preds, {r: list(f[f"rep_{r}"]) for r in representations}
-    except (OSError, ValueError, KeyError):  # unreadable cache: recompute rather than fail
-        return None
-
-
 def layer_analysis(n_examples: int, representations=("cls", "mean"), debiased: bool = False):
     """CKA between all layer pairs (pretrained and fine-tuned) and layer dropping. Representations are computed
     once per model and cached locally, so another CKA variant (debiased, fewer representations) of a finished run
-    needs neither its weights nor a forward pass (`run.from_cache`)."""
+    needs neither its weights nor a forward pass (`Analysis.from_cache`)."""
     def summarise(task, split, keep, labels, preds, reps, pre) -> dict:
         out = {"params": {"n_examples": int(len(keep)), "requested": n_examples,
                           "representations": list(representations), "debiased": debiased, "split": split},
@@ -161,33 +142,34 @@ def layer_analysis(n_examples: int, representations=("cls", "mean"), debiased: b
         path = representations_path(config, split, len(keep))
         # the record being written is new: its model's representations are recomputed, never read from a cache
         preds, reps = layer_outputs(model, encoded, acc, pad_id, keep, representations)
-        _save_representations(path, keep, preds, reps)
+        save_representations(path, keep, preds, reps)
         pre_path = representations_path(config, split, len(keep), pretrained=True)
-        cached = _load_representations(pre_path, keep, representations, need_preds=False)
+        cached = load_representations(pre_path, keep, representations, need_preds=False)
         if cached is None:
             pre = _pretrained_reps(config, encoded, acc, pad_id, keep, representations)
-            _save_representations(pre_path, keep, None, pre)
+            save_representations(pre_path, keep, None, pre)
         else:
             pre = cached[1]
         return summarise(task, split, keep, encoded.labels, preds, reps, pre)
 
-    def from_cache(config, glue_dir) -> dict | None:
+    def from_cache(config, source) -> dict | None:
         task = get_task(config.task)
         split = analysed_split(config, task)
-        labels = load_split(task.name, split, glue_dir).subset(config.eval_size, config.data_seed).labels
+        labels = load_split(task.name, split, source).subset(config.eval_size, config.data_seed).labels
         keep = _examples(len(labels), n_examples)
-        tuned = _load_representations(representations_path(config, split, len(keep)), keep, representations, True)
-        pre = _load_representations(representations_path(config, split, len(keep), True), keep, representations,
-                                    False)
+        tuned = load_representations(representations_path(config, split, len(keep)), keep, representations, True)
+        pre = load_representations(representations_path(config, split, len(keep), True), keep, representations,
+                                   False)
         if tuned is None or pre is None:
             return None
         return summarise(task, split, keep, labels, tuned[0], tuned[1], pre[1])
 
-    run.from_cache = from_cache
-    run.satisfied_by = lambda extra: extra.get("layers", {}).get("params", {}).get("n_examples") is not None and \
-        extra["layers"]["params"]["representations"] == list(representations) and \
-        extra["layers"]["params"]["debiased"] == debiased and extra["layers"]["params"]["requested"] == n_examples
-    return run
+    def satisfied_by(extra) -> bool:
+        params = extra.get("layers", {}).get("params", {})
+        return params.get("n_examples") is not None and params["representations"] == list(representations) and \
+            params["debiased"] == debiased and params["requested"] == n_examples
+
+    return Analysis("layer_analysis", run, satisfied_by, from_cache)
 
 
 @torch.inference_mode()
@@ -209,26 +191,29 @@ def masking_analysis(dim_sets: list[list[int]]):
                 mask = torch.zeros(feats.shape[1], device=feats.device)
                 mask[list(dims)] = 1.0
                 with torch.inference_mode():  # eval mode: no dropout; zeroed inputs = masked weights
-                    logits = model.head(feats * mask).float()
-                pred = logits.squeeze(-1) if logits.shape[-1] == 1 else logits.argmax(-1)
+                    pred = predictions_from_logits(model.head(feats * mask).float())
                 scores.append({"dims": list(dims), **compute_metrics(task.name, pred.cpu().numpy(), encoded.labels)})
             out[split] = scores
         return {"inference_masking": out}
     wanted = {tuple(d) for d in dim_sets}
-    run.satisfied_by = lambda extra: all(
-        wanted <= {tuple(row["dims"]) for row in rows} for rows in extra.get("inference_masking", {"": []}).values())
-    return run
+
+    def satisfied_by(extra) -> bool:
+        return all(wanted <= {tuple(row["dims"]) for row in rows}
+                   for rows in extra.get("inference_masking", {"": []}).values())
+
+    return Analysis("masking_analysis", run, satisfied_by)
 
 
-def pair_scan_analysis(glue_dir, top: int = 200):
+def pair_scan_analysis(source=None, top: int = 200):
     """Every pair of CLS dims of the fine-tuned model, scored by a two-feature classifier fit on the train
-    subset's features and evaluated on the first evaluation split."""
+    subset's features and evaluated on the first evaluation split. `source`: a DataSource or a glue_dir (resolved
+    when the analysis runs, so a stored record is reused without the data)."""
     def run(model, context):
         from .scan import scan_pairs
 
         config, task = context["config"], context["task"]
         split = analysed_split(config, task)
-        train = load_split(task.name, config.train_split, glue_dir).subset(config.train_size, config.data_seed)
+        train = load_split(task.name, config.train_split, source).subset(config.train_size, config.data_seed)
         tokenizer = context["tokenizer"]
         train_enc = encode(train, tokenizer, config.max_length, config.model)
         acc, pad_id = context["accelerator"], context["pad_id"]
@@ -245,58 +230,58 @@ def pair_scan_analysis(glue_dir, top: int = 200):
             "quantiles": {str(q): float(np.quantile(scores, q)) for q in (0.0, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0)},
             "score": "pearson" if task.is_regression else "accuracy",
         }}
-    run.satisfied_by = lambda extra: "pair_scan" in extra
-    return run
+    return Analysis("pair_scan_analysis", run, lambda extra: "pair_scan" in extra)
 
 
-def retention_analysis(stage_a_config, glue_dir):
-    """Put task A's fine-tuned head back on the backbone after fine-tuning on B, and score A's dev set."""
+def retention_analysis(stage_a_config, source=None):
+    """Put task A's fine-tuned head back on the backbone after fine-tuning on B, and score A's dev set.
+    `source`: a DataSource or a glue_dir."""
     def run(model, context):
-        from .train import weights_dir
-
         task_a = get_task(stage_a_config.task)
         head = Head(model.head.first.in_features, task_a.num_labels, stage_a_config.head, 0.0, stage_a_config.dims)
-        head.load_state_dict(torch.load(weights_dir(stage_a_config) / "head.pt", weights_only=True), strict=False)
+        load_weights(stage_a_config, head=head)
         head.to(model.head.first.weight.device).eval()
         out = {}
+        data_source = DataSource.resolve(source)
         for split in task_a.eval_splits:
-            data = load_split(task_a.name, split, glue_dir)
+            data = load_split(task_a.name, split, data_source)
             enc = encode(data, context["tokenizer"], stage_a_config.max_length, stage_a_config.model)
             feats = _head_inputs(model, enc, context["accelerator"], context["pad_id"])
             with torch.inference_mode():
-                logits = head(feats.to(head.first.weight.device)).float().cpu()
-            pred = logits.squeeze(-1) if logits.shape[-1] == 1 else logits.argmax(-1)
+                pred = predictions_from_logits(head(feats.to(head.first.weight.device)).float().cpu())
             out[split] = compute_metrics(task_a.name, pred.numpy(), enc.labels)
         return {"retention": {"task": task_a.name, "main_metric": main_metric(task_a.name), "metrics": out}}
-    run.satisfied_by = lambda extra: extra.get("retention", {}).get("task") == stage_a_config.task
-    return run
+
+    return Analysis("retention_analysis", run,
+                    lambda extra: extra.get("retention", {}).get("task") == stage_a_config.task)
 
 
-def analyse_cached(config, analyses, glue_dir) -> dict | None:
+def analyse_cached(config, analyses, source=None) -> dict | None:
     """Run `analyses` on a finished run from its cached representations where an analysis can, else from its
-    weights in the local cache; None if what is needed is not there."""
-    from .train import build_classifier, make_accelerator, weights_dir
+    weights in the local cache; None if what is needed is not there. `source`: a DataSource or a glue_dir."""
+    from .runtime import make_accelerator
+    from .train import build_classifier
 
+    source = DataSource.resolve(source)
     extra, analyses_left = {}, []
     for analysis in analyses:
-        got = analysis.from_cache(config, glue_dir) if hasattr(analysis, "from_cache") else None
+        from_cache = getattr(analysis, "from_cache", None)
+        got = from_cache(config, source) if from_cache is not None else None
         if got is None:
             analyses_left.append(analysis)
         else:
             extra.update(got)
     if not analyses_left:
         return extra
-    path = weights_dir(config)
-    if not (path / "backbone.pt").exists() or not (path / "head.pt").exists():
+    if not has_weights(config):
         return None
     model, tokenizer = build_classifier(config.replace(init_from=None))
-    model.backbone.load_state_dict(torch.load(path / "backbone.pt", weights_only=True))
-    model.head.load_state_dict(torch.load(path / "head.pt", weights_only=True), strict=False)
+    load_weights(config, backbone=model.backbone, head=model.head)
     accelerator = make_accelerator(config.precision)
     model.to(accelerator.device).eval()
     task = get_task(config.task)
     splits = config.eval_splits or task.eval_splits
-    eval_enc = {s: encode(load_split(task.name, s, glue_dir).subset(config.eval_size, config.data_seed), tokenizer,
+    eval_enc = {s: encode(load_split(task.name, s, source).subset(config.eval_size, config.data_seed), tokenizer,
                           config.max_length, config.model) for s in splits}
     context = {"config": config, "accelerator": accelerator, "eval": eval_enc, "pad_id": tokenizer.pad_token_id or 0,
                "task": task, "tokenizer": tokenizer}

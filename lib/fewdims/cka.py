@@ -23,6 +23,7 @@ cancellation between huge uncentered terms that would otherwise cost float64 dig
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -196,3 +197,29 @@ def block_boundaries(matrix, threshold: float | None = None) -> list[int]:
 
     segment(0, len(m))
     return sorted(found)
+
+
+class CkaNoiseFloor(NamedTuple):
+    """CKA between independent Gaussian matrices: its mean and 95th percentile over `draws` pairs."""
+    mean: float
+    p95: float
+    draws: int
+
+
+def cka_noise_floor(n: int, d: int, debiased: bool = False, draws: int = 20, seed: int = 0,
+                    d_y: int | None = None) -> CkaNoiseFloor:
+    """The CKA that unrelated representations reach by chance at this size: a value must clear it to mean anything.
+
+    Draws `draws` pairs of independent standard Gaussian matrices of shape (n, d) and (n, d_y or d) and
+    returns the mean and 95th percentile of their linear CKA.  The biased estimator is strongly inflated when
+    d is not small next to n (about d / (n + d) for equal widths: 0.43 at n=500, d=384); the debiased one
+    stays near 0.
+    """
+    width_y = d if d_y is None else d_y
+    for name, value, least in (("n", n, 4 if debiased else 2), ("d", d, 1), ("d_y", width_y, 1), ("draws", draws, 1)):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < least:
+            raise FewdimsError(f"{name} must be an integer >= {least}, got {value!r}")
+    rng = np.random.default_rng(seed)
+    values = np.array([linear_cka(rng.standard_normal((n, d)), rng.standard_normal((n, width_y)), debiased)
+                       for _ in range(draws)])
+    return CkaNoiseFloor(float(values.mean()), float(np.percentile(values, 95)), int(draws))

@@ -13,7 +13,7 @@ import time
 
 from .errors import FewdimsError
 
-EXPERIMENTS = ("token", "dimension", "freezing", "cross_finetune", "cka", "layer")  # most needed first
+GRID_ORDER = ("token", "dimension", "freezing", "cross_finetune", "cka", "layer")  # most needed first
 
 
 def cmd_data(args) -> None:
@@ -23,18 +23,17 @@ def cmd_data(args) -> None:
 
 
 def cmd_grid(args) -> None:
-    from .experiments import Experiments
+    from .chapters import open_chapter
     from .profiles import load_profile
     from .runner import Runner, estimate_flops
 
     profile = load_profile(args.profile, task=args.task)
     runner = Runner(profile, dry_run=args.dry_run, verbose=True)
-    experiments = Experiments(profile, runner)
     t0 = time.perf_counter()
-    for name in args.experiments or EXPERIMENTS:
-        if name not in EXPERIMENTS:
-            raise FewdimsError(f"unknown experiment {name!r}; choose from {', '.join(EXPERIMENTS)}")
-        getattr(experiments, name)()
+    for name in args.experiments or GRID_ORDER:
+        if name not in GRID_ORDER:
+            raise FewdimsError(f"unknown experiment {name!r}; choose from {', '.join(GRID_ORDER)}")
+        open_chapter(name, profile, runner).results()
         print(f"{name}: {runner.summary()}", flush=True)
     if args.dry_run:
         flops = sum(estimate_flops(c) for c in runner.planned)
@@ -66,7 +65,7 @@ def main(argv=None) -> None:
     p = sub.add_parser("grid", help="compute (or --dry-run: list and estimate) a profile's grid")
     p.add_argument("--profile", default="cpu")
     p.add_argument("--task", default=None, help="only this task")
-    p.add_argument("--experiments", nargs="*", default=None, help=f"subset of {', '.join(EXPERIMENTS)}")
+    p.add_argument("--experiments", nargs="*", default=None, help=f"subset of {', '.join(GRID_ORDER)}")
     p.add_argument("--dry-run", action="store_true")
     p.add_argument("--list", action="store_true", help="with --dry-run: print every planned run")
     p.set_defaults(func=cmd_grid)

@@ -11,7 +11,7 @@ import csv
 import glob
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -83,38 +83,91 @@ def _detect_layout(root: Path) -> str | None:
     return None
 
 
-def resolve_source(glue_dir: str | os.PathLike | None = None) -> str:
+@dataclass(frozen=True)
+class DataSource:
+    """Where GLUE data comes from, decided once (`DataSource.resolve`): a directory in the download script's TSV
+    layout, one in the hub's parquet layout, or the hub. `str(source)` is 'tsv:<abs dir>', 'parquet:<abs dir>' or
+    'hub:nyu-mll/glue', as recorded in SplitData.source."""
+
+    kind: str  # 'tsv', 'parquet' or 'hub'
+    location: str  # the absolute directory, or the hub dataset
+    origin: str = field(default="glue_dir", compare=False)  # what named it, for messages: glue_dir or ENV_VAR
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.location}"
+
+    @classmethod
+    def resolve(cls, glue_dir: "DataSource | str | os.PathLike | None" = None) -> "DataSource":
+        """Decide where data comes from. Order: the explicit argument (a directory, 'hub', an already resolved
+        'tsv:...'/'parquet:...' string or a DataSource), then the FEWDIMS_GLUE_DIR environment variable, then
+        the hub. A directory that does not exist or does not look like GLUE raises FewdimsError."""
+        if isinstance(glue_dir, DataSource):
+            return glue_dir
+        check_type("glue_dir", glue_dir, (str, os.PathLike, type(None)),
+                   hint="pass a directory path, 'hub', or None")
+        origin = "glue_dir"
+        if glue_dir is None:
+            glue_dir, origin = os.environ.get(ENV_VAR) or "hub", ENV_VAR
+        text = os.fspath(glue_dir)
+        if not text.strip():
+            raise FewdimsError(f"{origin} is empty; pass a GLUE directory or 'hub'")
+        if text == "hub" or text.startswith("hub:"):
+            return cls("hub", HUB_DATASET, origin)
+        if text.startswith(("tsv:", "parquet:")):  # an already resolved source passes through
+            kind, _, location = text.partition(":")
+            return cls(kind, location, origin)
+        root = Path(text).expanduser().resolve()
+        if not root.exists():
+            raise FewdimsError(f"GLUE directory {root} (from {origin}) does not exist; fix the path, "
+                               f"or pass 'hub' to download {HUB_DATASET}")
+        if not root.is_dir():
+            raise FewdimsError(f"GLUE directory {root} (from {origin}) is a file, not a directory")
+        layout = _detect_layout(root)
+        if layout is None:
+            if glob.glob(str(root / "*.tsv")) or glob.glob(str(root / "*.parquet")):
+                hint = f"; it holds data files itself: pass its parent directory {root.parent} instead"
+            else:
+                hint = ("; expected task folders such as SST-2/train.tsv (TSV layout) "
+                        "or sst2/train-00000-of-00001.parquet (hub parquet layout)")
+            raise FewdimsError(f"{root} (from {origin}) does not look like a GLUE directory{hint}")
+        return cls(layout, str(root), origin)
+
+
+def resolve_source(glue_dir: DataSource | str | os.PathLike | None = None) -> str:
     """Decide where data comes from: 'tsv:<abs dir>', 'parquet:<abs dir>' or 'hub:nyu-mll/glue'.
 
     Order: the explicit argument, then the FEWDIMS_GLUE_DIR environment variable, then the hub.
     """
-    check_type("glue_dir", glue_dir, (str, os.PathLike, type(None)),
-               hint="pass a directory path, 'hub', or None")
-    origin = "glue_dir"
-    if glue_dir is None:
-        glue_dir, origin = os.environ.get(ENV_VAR) or "hub", ENV_VAR
-    text = os.fspath(glue_dir)
-    if not text.strip():
-        raise FewdimsError(f"{origin} is empty; pass a GLUE directory or 'hub'")
-    if text == "hub" or text.startswith("hub:"):
-        return f"hub:{HUB_DATASET}"
-    if text.startswith(("tsv:", "parquet:")):  # an already resolved source passes through
-        return text
-    root = Path(text).expanduser().resolve()
-    if not root.exists():
-        raise FewdimsError(f"GLUE directory {root} (from {origin}) does not exist; fix the path, "
-                           f"or pass 'hub' to download {HUB_DATASET}")
-    if not root.is_dir():
-        raise FewdimsError(f"GLUE directory {root} (from {origin}) is a file, not a directory")
-    layout = _detect_layout(root)
-    if layout is None:
-        if glob.glob(str(root / "*.tsv")) or glob.glob(str(root / "*.parquet")):
-            hint = f"; it holds data files itself: pass its parent directory {root.parent} instead"
-        else:
-            hint = ("; expected task folders such as SST-2/train.tsv (TSV layout) "
-                    "or sst2/train-00000-of-00001.parquet (hub parquet layout)")
-        raise FewdimsError(f"{root} (from {origin}) does not look like a GLUE directory{hint}")
-    return f"{layout}:{root}"
+    return str(DataSource.resolve(glue_dir))
+
+
+def _split_files(source: DataSource, spec: TaskSpec, split: str) -> list[Path]:
+    """The files holding `split` of a local source; FewdimsError naming the directory, the task, the split and
+    what the directory holds instead when they are missing."""
+    root = Path(source.location)
+    if source.kind == "tsv":
+        folder, expected = root / spec.tsv_dir, root / spec.tsv_dir / SPLIT_FILES[split]
+        paths = [expected] if expected.is_file() else []
+        found = [s for s, name in SPLIT_FILES.items() if (folder / name).is_file()]
+        task_dirs = [t.tsv_dir for t in TASKS.values() if (root / t.tsv_dir).is_dir()]
+    else:
+        folder, expected = root / spec.hub_config, root / spec.hub_config / f"{split}-*.parquet"
+        paths = sorted(folder.glob(f"{split}-*.parquet"))
+        found = sorted({p.name.split("-")[0] for p in folder.glob("*.parquet")})
+        task_dirs = [t.hub_config for t in TASKS.values() if (root / t.hub_config).is_dir()]
+    if paths:
+        return paths
+    if not folder.is_dir():
+        present = f"it has no {folder.name} folder (task folders found: {', '.join(task_dirs) or 'none'})"
+    elif found:
+        present = f"{folder} holds the splits {', '.join(map(repr, found))} only"
+    else:
+        present = f"{folder} holds no split files"
+    layout = "TSV layout of the GLUE download script" if source.kind == "tsv" else "hub's parquet layout"
+    raise FewdimsError(
+        f"missing file {expected}: the GLUE directory {root} (from {source.origin}) has no {spec.display} "
+        f"split {split!r}; {present}. Add the file ({layout}), point glue_dir or {ENV_VAR} to a GLUE "
+        f"directory that has it (TSV or parquet layout), or pass 'hub' to download {HUB_DATASET}")
 
 
 # (source, task, split) -> (signature of the files read, SplitData).  The signature (path, size,
@@ -130,23 +183,14 @@ def _signature(paths: list[Path]) -> tuple:
     return tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in paths)
 
 
-def load_split(task: str, split: str, glue_dir: str | os.PathLike | None = None) -> SplitData:
-    """Load one labelled split of a GLUE task (cached per process; callers get their own copy)."""
+def load_split(task: str, split: str, source: DataSource | str | os.PathLike | None = None) -> SplitData:
+    """Load one labelled split of a GLUE task (cached per process; callers get their own copy). `source`: a
+    DataSource, or a glue_dir as DataSource.resolve takes it."""
     spec = get_task(task)
     check_split(spec, split)
-    source = resolve_source(glue_dir)
-    kind, _, location = source.partition(":")
-    if kind == "tsv":
-        paths = [Path(location) / spec.tsv_dir / SPLIT_FILES[split]]
-        if not paths[0].is_file():
-            raise FewdimsError(f"missing file {paths[0]}; " + _ways_to_provide(spec))
-    elif kind == "parquet":
-        paths = sorted(Path(p) for p in glob.glob(str(Path(location) / spec.hub_config / f"{split}-*.parquet")))
-        if not paths:
-            raise FewdimsError(f"missing file {Path(location) / spec.hub_config / (split + '-*.parquet')}; "
-                               + _ways_to_provide(spec))
-    else:
-        paths = []
+    resolved = DataSource.resolve(source)
+    kind, source = resolved.kind, str(resolved)
+    paths = _split_files(resolved, spec, split) if kind in ("tsv", "parquet") else []
     key, signature = (source, spec.name, split), _signature(paths)
     cached = _CACHE.get(key)
     if cached is None or cached[0] != signature:
@@ -242,10 +286,10 @@ def _read_hub(spec: TaskSpec, split: str, source: str) -> SplitData:
     return _from_columns(spec, split, columns, source, f"hub {HUB_DATASET}/{spec.hub_config}")
 
 
-def data_report(task: str, glue_dir: str | os.PathLike | None = None) -> str:
+def data_report(task: str, glue_dir: DataSource | str | os.PathLike | None = None) -> str:
     """Human-readable summary: the source, then rows and label distribution of each labelled split."""
     spec = get_task(task)
-    source = resolve_source(glue_dir)
+    source = DataSource.resolve(glue_dir)
     lines = [f"{spec.display} ({spec.name}) from {source}"]
     loaded = 0
     first_error: FewdimsError | None = None

@@ -75,11 +75,23 @@ def _cola_rows(rng, n):
     return rows
 
 
-_WRITERS = {"SST-2": _sst2_rows, "RTE": _rte_rows, "STS-B": _stsb_rows, "CoLA": _cola_rows}
+def _mnli_rows(rng, n):
+    rows = [["index", "genre", "sentence1", "sentence2", "gold_label"]]
+    labels = ("entailment", "neutral", "contradiction")
+    for index, label in enumerate(_balanced(rng, n, 3)):
+        animal, place, (verb, base) = _pick(rng, _ANIMALS), _pick(rng, _PLACES), _pick(rng, _VERBS)
+        premise = f"The {animal} {verb} in the {place} every morning."
+        hypothesis = (f"The {animal} {verb}.", f"The {animal} likes the {place}.", f"The {animal} does not {base}.")[label]
+        rows.append([str(index), "tiny", premise, hypothesis, labels[label]])
+    return rows
+
+
+_WRITERS = {"SST-2": _sst2_rows, "RTE": _rte_rows, "STS-B": _stsb_rows, "CoLA": _cola_rows, "MNLI": _mnli_rows}
+_DEV_FILES = {"MNLI": ("dev_matched.tsv", "dev_mismatched.tsv")}  # the other tasks have one dev.tsv
 
 
 def write_tiny_glue(root: str | Path, n_train: int = 48, n_dev: int = 16, seed: int = 0) -> Path:
-    """Write SST-2, RTE, STS-B and CoLA train.tsv/dev.tsv under `root`; return `root` as an absolute Path.
+    """Write SST-2, RTE, STS-B, CoLA and MNLI train/dev TSVs under `root`; return `root` as an absolute Path.
 
     The same arguments always write the same bytes.
     """
@@ -91,7 +103,8 @@ def write_tiny_glue(root: str | Path, n_train: int = 48, n_dev: int = 16, seed: 
     root = Path(root).resolve()
     for offset, (folder, make_rows) in enumerate(_WRITERS.items()):
         (root / folder).mkdir(parents=True, exist_ok=True)
-        for split_offset, (file_name, n) in enumerate((("train.tsv", n_train), ("dev.tsv", n_dev))):
+        files = [("train.tsv", n_train)] + [(name, n_dev) for name in _DEV_FILES.get(folder, ("dev.tsv",))]
+        for split_offset, (file_name, n) in enumerate(files):
             rng = np.random.default_rng([seed, offset, split_offset])
             text = "".join("\t".join(row) + "\n" for row in make_rows(rng, n))
             (root / folder / file_name).write_text(text, encoding="utf-8", newline="\n")

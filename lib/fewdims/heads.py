@@ -47,6 +47,11 @@ def pool(hidden, input_ids, attention_mask, pooling: str, special_ids=(), specia
     raise FewdimsError(f"pooling {pooling!r} is not handled by pool(); 'pooler' is applied by the Classifier")
 
 
+def predictions_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """What a head's outputs predict: the score of a one-output (regression) head, else the class id."""
+    return logits.squeeze(-1) if logits.shape[-1] == 1 else logits.argmax(-1)
+
+
 class Head(nn.Module):
     """dropout -> linear (kind='linear') or dropout -> dense -> tanh -> dropout -> linear (kind='mlp')."""
 

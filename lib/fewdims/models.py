@@ -62,10 +62,6 @@ def _tiny_backbone():
     return model, tokenizer
 
 
-def cache_root() -> Path:
-    return Path(os.environ.get("FEWDIMS_CACHE", Path(__file__).resolve().parents[2] / "data" / "cache"))
-
-
 def model_source(name: str) -> str:
     """Where the weights of `name` come from, for the record."""
     if name == TINY:

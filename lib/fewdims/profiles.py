@@ -1,8 +1,11 @@
 """Profiles: one parameter file (notebooks/params/<profile>.yml) drives every notebook of an edition.
 
-A notebook's parameters cell names a profile and may override any top-level or per-experiment value, e.g.
-`papermill notebooks/dimension.ipynb out.ipynb -p task rte -p k 3`. `load_profile` merges the overrides, checks
-every value's type and returns a `Profile` whose `base_config(task)` is the RunConfig every experiment varies.
+Precedence, highest first: an explicit parameter (`load_profile(..., name=value)`, `papermill -p name value`),
+then the environment (`FEWDIMS_GLUE_DIR` for `glue_dir`), then the profile file. For one chapter
+(`load_profile(..., chapter="freezing")`), a key of that chapter's own section wins over the top-level key of the
+same name, and a parameter with that name sets the section's key: `-p epochs 5` on the freezing notebook changes
+the frozen runs' epochs, on the token notebook the profile's. Every other name is an error that lists the known
+ones: nothing a user passes is silently ignored.
 """
 from __future__ import annotations
 
@@ -14,30 +17,33 @@ from pathlib import Path
 import yaml
 
 from .config import RunConfig
+from .data import ENV_VAR, DataSource
 from .errors import FewdimsError
 from .tasks import get_task
 
 ROOT = Path(__file__).resolve().parents[2]
 PARAMS_DIR = ROOT / "notebooks" / "params"
 TINY_GLUE = "fixture:tiny"  # the smoke profile's data: a tiny GLUE-shaped directory written on demand
+ALL_ROWS = "all"            # train_size / eval_size: the whole split
 
-# Top-level keys copied into every RunConfig (the rest are per-experiment sections or profile metadata).
-RUN_KEYS = ("model", "train_size", "eval_size", "epochs", "batch_size", "lr", "head_lr", "dropout", "max_length",
-            "precision", "warmup_ratio", "weight_decay", "data_seed")
-META_KEYS = ("profile", "description", "glue_dir", "tasks", "seeds", "runs_budget_hours")
-SECTIONS = ("token", "dimension", "layer", "freezing", "cross_finetune", "cka")
+# Top-level keys copied into every RunConfig (the rest are per-chapter sections or profile metadata).
+RUN_KEYS = ("model", "train_split", "eval_splits", "train_size", "eval_size", "epochs", "batch_size", "lr",
+            "head_lr", "dropout", "max_length", "precision", "warmup_ratio", "weight_decay", "data_seed")
+META_KEYS = ("profile", "description", "glue_dir", "tasks", "seeds")
+SECTIONS = ("token", "dimension", "layer", "freezing", "cross_finetune", "cka", "outliers")
 
 
 @dataclass
 class Profile:
     name: str
     values: dict
+    chapter: str | None = None  # the chapter whose section wins over top-level keys (None: the profile as a whole)
 
     def __getitem__(self, key):
         return self.values[key]
 
     def section(self, name: str) -> dict:
-        return self.values.get(name, {})
+        return self.values.get(name) or {}
 
     @property
     def tasks(self) -> list[str]:
@@ -49,18 +55,29 @@ class Profile:
 
     @property
     def glue_dir(self) -> str | None:
+        """The GLUE directory the runs read (None: the hub), after the precedence rule above."""
         glue_dir = self.values.get("glue_dir")
         if glue_dir == TINY_GLUE:
+            from .cache import cache_root
             from .fixtures import write_tiny_glue
-            from .models import cache_root
 
             return str(write_tiny_glue(cache_root() / "tiny-glue"))
         if glue_dir is None:
-            return os.environ.get("FEWDIMS_GLUE_DIR") or None
+            return None
         return str((ROOT / glue_dir).resolve()) if not os.path.isabs(glue_dir) else glue_dir
+
+    @property
+    def source(self) -> DataSource:
+        """The data source, resolved once (a missing directory is an error naming it)."""
+        if not hasattr(self, "_source"):
+            self._source = DataSource.resolve(self.glue_dir)
+        return self._source
 
     def base_config(self, task: str, **changes) -> RunConfig:
         fields = {k: self.values[k] for k in RUN_KEYS if k in self.values}
+        for key in ("train_size", "eval_size"):
+            if fields.get(key) == ALL_ROWS:
+                fields[key] = None
         return RunConfig(task=task, **{**fields, **changes})
 
 
@@ -68,11 +85,20 @@ def available_profiles() -> list[str]:
     return sorted(p.stem for p in PARAMS_DIR.glob("*.yml"))
 
 
-def load_profile(profile: str = "cpu", **overrides) -> Profile:
+def known_parameters(values: dict, chapter: str | None) -> list[str]:
+    """The names `load_profile` accepts for `chapter` (None: top-level keys only)."""
+    names = set(META_KEYS) | set(RUN_KEYS) | {"task"}
+    if chapter:
+        names |= set(values.get(chapter) or {})
+    return sorted(names - {"profile", "description"})
+
+
+def load_profile(profile: str = "cpu", chapter: str | None = None, **overrides) -> Profile:
     """Read notebooks/params/<profile>.yml and apply overrides (None means 'keep the profile's value').
 
-    Shortcuts: task='rte' means tasks=['rte']; seeds may be an int (that many seeds, 0..n-1); an override whose
-    name is a per-experiment key (k, random_subsets, n_examples, ...) replaces that key in its section."""
+    Shortcuts: task='rte' means tasks=['rte']; seeds may be an int (that many seeds, 0..n-1); tasks and eval_splits
+    may be comma-separated strings; train_size / eval_size may be 'all'. With `chapter`, a name of that chapter's
+    section sets the section's key (it wins over the top-level key of the same name for that chapter)."""
     if not isinstance(profile, str):
         raise FewdimsError(f"profile must be a name such as 'cpu', got {type(profile).__name__}")
     path = PARAMS_DIR / f"{profile}.yml"
@@ -83,29 +109,38 @@ def load_profile(profile: str = "cpu", **overrides) -> Profile:
     if not isinstance(values, dict):
         raise FewdimsError(f"{path} must be a YAML mapping of parameters")
     values = copy.deepcopy(values)
+    if chapter is not None and chapter not in SECTIONS and chapter not in ("summary", "setup"):
+        raise FewdimsError(f"unknown chapter {chapter!r}; chapters: {', '.join(SECTIONS + ('summary', 'setup'))}")
+    if os.environ.get(ENV_VAR):  # the environment wins over the profile file (an explicit glue_dir over both)
+        values["glue_dir"] = os.environ[ENV_VAR]
     overrides = {k: v for k, v in overrides.items() if v is not None}
-    if "task" in overrides:
-        overrides["tasks"] = [overrides.pop("task")]
-    if isinstance(overrides.get("tasks"), str):
-        overrides["tasks"] = [t.strip() for t in overrides["tasks"].split(",")]
+    section = values.get(chapter) or {} if chapter else {}
+    for key in ("task", "tasks"):
+        if isinstance(overrides.get(key), str):
+            overrides[key] = [t.strip() for t in overrides[key].split(",") if t.strip()]
+    if "task" in overrides:  # one task: always the profile's task list (a chapter's own `tasks` stays as it is)
+        values["tasks"] = overrides.pop("task")
+    if isinstance(overrides.get("eval_splits"), str):
+        overrides["eval_splits"] = [s.strip() for s in overrides["eval_splits"].split(",") if s.strip()]
     if isinstance(overrides.get("seeds"), int) and not isinstance(overrides.get("seeds"), bool):
         if overrides["seeds"] < 1:
             raise FewdimsError(f"seeds must be at least 1 (or a list of seeds), got {overrides['seeds']}")
         overrides["seeds"] = list(range(overrides["seeds"]))
     for key, value in overrides.items():
-        if key in META_KEYS or key in RUN_KEYS:
+        if key in section:
+            expected = section[key]
+            if isinstance(expected, list) and isinstance(value, str):
+                value = [v.strip() for v in value.split(",") if v.strip()]
+            if expected is not None and not _same_kind(value, type(expected)):
+                raise FewdimsError(f"parameter {key!r} of the {chapter} chapter must be {type(expected).__name__} "
+                                   f"(like {expected!r}), got {type(value).__name__} {value!r}")
+            values[chapter][key] = value
+        elif key in META_KEYS or key in RUN_KEYS:
             values[key] = value
-            continue
-        owners = [s for s in SECTIONS if key in values.get(s, {})]
-        if not owners:
-            known = sorted(set(META_KEYS + RUN_KEYS) | {k for s in SECTIONS for k in values.get(s, {})})
-            raise FewdimsError(f"unknown parameter {key!r} for profile {profile!r}; known parameters: {known}")
-        for section in owners:
-            expected = type(values[section][key])
-            if values[section][key] is not None and not _same_kind(value, expected):
-                raise FewdimsError(f"parameter {key!r} must be {expected.__name__} "
-                                   f"(like {values[section][key]!r}), got {type(value).__name__} {value!r}")
-            values[section][key] = value
+        else:
+            raise FewdimsError(f"unknown parameter {key!r} for profile {profile!r}"
+                               f"{f' and chapter {chapter!r}' if chapter else ''}; known parameters: "
+                               f"{', '.join(known_parameters(values, chapter))}")
     values["tasks"] = [get_task(t).name for t in values.get("tasks", [])]
     if not values["tasks"]:
         raise FewdimsError(f"profile {profile!r} names no tasks")
@@ -113,7 +148,10 @@ def load_profile(profile: str = "cpu", **overrides) -> Profile:
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool)
                                                            for s in seeds):
         raise FewdimsError(f"seeds must be a non-empty list of integers, got {seeds!r}")
-    result = Profile(profile, values)
+    for key in ("train_size", "eval_size"):
+        if isinstance(values.get(key), str) and values[key] != ALL_ROWS:
+            raise FewdimsError(f"{key} must be a number of rows or {ALL_ROWS!r} (the whole split), got {values[key]!r}")
+    result = Profile(profile, values, chapter)
     result.base_config(values["tasks"][0])  # validates every run parameter now, before any work starts
     return result
 
@@ -123,4 +161,6 @@ def _same_kind(value, expected: type) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if expected is int:
         return isinstance(value, int) and not isinstance(value, bool)
+    if expected is list:
+        return isinstance(value, (list, tuple))
     return isinstance(value, expected)

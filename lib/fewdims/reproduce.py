@@ -33,7 +33,7 @@ def reproduce(profile: str = "cpu", runs: int = 2, seed: int | None = None, tole
     ok = True
     for record in chosen:
         config = RunConfig.from_dict(record["config"])
-        result = train(config, prof.glue_dir)
+        result = train(config, prof.source)
         for split, stored in record["metrics"].items():
             for name, value in stored.items():
                 new = result.metrics[split][name]

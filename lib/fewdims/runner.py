@@ -2,6 +2,7 @@
 
 In a dry run nothing is trained: each missing run is listed with an estimate of its cost, and a placeholder
 record (metrics NaN) lets adaptive grids (best sets, leave-one-out) enumerate their remaining steps.
+Every record it hands out is remembered with the chapters that asked for it (`handed_out`: the book's provenance).
 """
 from __future__ import annotations
 
@@ -38,16 +39,29 @@ class Runner:
             raise FewdimsError(f"compute/allow_compute must be True or False, got {allow_compute!r}")
         self.profile, self.dry_run, self.force, self.allow_compute = profile, dry_run, force, allow_compute
         self.store = ResultStore(profile.name, store_root)
-        self.glue_dir = profile.glue_dir
         self.verbose = (not dry_run and sys.stderr.isatty()) if verbose is None else verbose
         self.reused = self.computed = self.reanalysed = 0
         self.compute_s = 0.0
         self.recorded_s: dict[str, float] = {}  # key -> measured seconds of every finished run the grid used
         self.planned: list[RunConfig] = []
         self.missing: list[RunConfig] = []  # with allow_compute=False: runs not stored, left out of the results
+        self.chapter: str | None = None     # set by the chapter asking for records (see fewdims.chapters.base)
+        self.handed_out: dict[str, dict] = {}  # key -> {'record', 'chapters'}: every record the chapters used
+
+    @property
+    def source(self):
+        return self.profile.source
 
     def run(self, config: RunConfig, analyses=()) -> dict:
         """The finished record of `config` with every analysis in `analyses` present."""
+        record = self._run(config, analyses)
+        entry = self.handed_out.setdefault(record["key"], {"record": record, "chapters": []})
+        entry["record"] = record
+        if self.chapter not in entry["chapters"]:
+            entry["chapters"].append(self.chapter)
+        return record
+
+    def _run(self, config: RunConfig, analyses=()) -> dict:
         record = None if self.force else self.store.load(config)
         if record is not None:
             missing = [a for a in analyses if not a.satisfied_by(record.get("extra", {}))]
@@ -58,7 +72,7 @@ class Runner:
                 from .analysis import analyse_cached
 
                 t0 = time.perf_counter()
-                extra = analyse_cached(config, missing, self.glue_dir)
+                extra = analyse_cached(config, missing, self.source)
                 if extra is not None:
                     self.reanalysed += 1
                     self.compute_s += time.perf_counter() - t0
@@ -79,7 +93,7 @@ class Runner:
         from .train import train
 
         t0 = time.perf_counter()
-        record = self.store.save(train(config, self.glue_dir, analyses=analyses))
+        record = self.store.save(train(config, self.source, analyses=analyses))
         self.computed += 1
         self.compute_s += time.perf_counter() - t0
         if self.verbose:

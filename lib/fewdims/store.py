@@ -13,6 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from .cache import atomic_write
 from .config import RunConfig, RunResult
 from .errors import FewdimsError
 
@@ -91,13 +92,8 @@ class ResultStore:
 
     @staticmethod
     def _write(path: Path, record: dict) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        try:
-            tmp.write_text(json.dumps(record, indent=1, sort_keys=True, default=_jsonable))
-            os.replace(tmp, path)  # atomic: a reader sees the old record or the new one, never half of one
-        finally:
-            tmp.unlink(missing_ok=True)
+        text = json.dumps(record, indent=1, sort_keys=True, default=_jsonable)
+        atomic_write(path, lambda handle: handle.write(text.encode()))  # a reader sees the old or the new record
 
     def update_extra(self, config: RunConfig, extra: dict, drop=()) -> dict:
         """Merge analyses computed later (from cached weights) into a finished record, atomically; the keys in
@@ -119,16 +115,6 @@ class ResultStore:
             except json.JSONDecodeError as err:
                 raise CorruptRecordError(f"result record {path} is corrupt ({err}); delete it and re-run") from err
         return out
-
-    def run(self, config: RunConfig, glue_dir=None, *, force: bool = False, **train_kwargs) -> dict:
-        """Return the stored record of `config`, computing (and storing) it first if needed."""
-        if not force:
-            record = self.load(config)
-            if record is not None:
-                return record
-        from .train import train
-
-        return self.save(train(config, glue_dir, **train_kwargs))
 
 
 def _jsonable(obj):

@@ -19,6 +19,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 
+from .chapters.base import ALL_DIMS
+from .chapters.dimension import LEAVE_ONE_OUT
+
 PAGE_WIDTH = 7.0          # inches: the text width of a book page
 PANEL_HEIGHT = 2.6        # inches per row of panels
 DPI = 110
@@ -496,7 +499,7 @@ def removal_cost_bars(runs: pd.DataFrame, ncols: int = 3,
     data = _valid(runs, "removal_cost") if runs is not None and "removal_cost" in runs else pd.DataFrame()
     if data.empty:
         return message_figure(title, "no stored leave-one-out runs")
-    data = data[data["variant"] == "leave one out"].copy()
+    data = data[data["variant"] == LEAVE_ONE_OUT].copy()
     data["group"] = [f"{t}" + (f" (set {int(b) + 1})" if data["best_set"].max() > 0 else "")
                      for t, b in zip(data["task"], data["best_set"].fillna(0))]
     groups = _unique(data["group"])
@@ -545,7 +548,7 @@ def masking_contrast(runs: pd.DataFrame, masking: pd.DataFrame, ncols: int = 3,
             ax.scatter(a["k"] - 0.12, a["score"], color=PALETTE[0], s=18, zorder=3)
         if len(b):
             ax.scatter(b["k"] + 0.12, b["score"], color=PALETTE[1], marker="s", s=18, zorder=3)
-        full = r[(r["task"] == task) & (r["variant"] == "CLS, all dims")]["score"] if len(r) else pd.Series([])
+        full = r[(r["task"] == task) & (r["variant"] == ALL_DIMS)]["score"] if len(r) else pd.Series([])
         if len(full):
             ax.axhline(full.mean(), color=PALETTE[2], linewidth=1.2)
         maj = r[r["task"] == task]["majority"] if len(r) and "majority" in r else pd.Series([])
