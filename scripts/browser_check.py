@@ -10,12 +10,25 @@ a pipe (--remote-debugging-pipe: no websocket, no extra package). Chromium resol
 
 A page fails on:
 - a broken image: an <img> whose naturalWidth is 0 once the page has loaded (missing file, bad data);
+- an empty or blank figure: an image of the content under 8 px, one with fewer than 0.5% of its pixels off its
+  background colour (--blank-below), or one without any coloured pixel and little ink: black/grey axes, grid and
+  text only, i.e. no data drawn (empty matplotlib panels, bars of height zero);
+- a clipped table: it, or a box between it and the article, hides what overflows it (overflow hidden/clip) and
+  does overflow; or it is wider than the page column with no scrolling container around it;
+- truncated text: an element cut with text-overflow: ellipsis, a table cell that hides its overflow;
+- a rendered table cell that is NaN / nan / None / <NA> / NaT / null (or has NaN inside it), or that pandas
+  elided ("..." cells, text ending in "..."): a value shown as code (<code>None</code>) is deliberate;
+- a visible traceback: an error output, or "Traceback (most recent call last)" / ANSI colour codes in an output;
 - a console error, an uncaught exception, a failed request or an HTTP error status (404 ...);
 - a request to any host other than the local server (the book must work offline);
 - an experiment chapter (--require-figure, default: token, dimension, layer, freezing, cross_finetune, cka)
   with no image in its content;
 - a notebook chapter whose executed notebook is not downloadable (_sources/.../<name>.ipynb).
-A PNG screenshot of every page is saved in --screenshots (default: <html>/../screenshots).
+A full-page PNG screenshot of every page, failing or not, is saved in --screenshots (default:
+<html>/../screenshots, i.e. _build/screenshots/book__executed__token.png). Scrollbars are kept: a table that
+scrolls shows its scrollbar there, as it does to a reader.
+tests/test_book.py feeds hand-written pages (a clipped table, a NaN cell, a traceback, a blank figure, a clean
+page) to check_site() to test the detection.
 
 Exit status: 0 when every page passes, 1 when one fails, 2 when Chromium is missing or cannot start.
 """
@@ -89,7 +102,9 @@ INSPECT_JS = r"""
   const headingBefore = el => {
     let found = '';
     for (const h of headings) {
-      if (h.compareDocumentPosition(el) & Node.DOCUMENT_POSITION_FOLLOWING) found = clean(h.textContent).replace(/#$/, '');
+      if (h.compareDocumentPosition(el) & Node.DOCUMENT_POSITION_FOLLOWING) {
+        found = clean(h.textContent).replace(/#$/, '');
+      }
     }
     return found;
   };
@@ -166,7 +181,8 @@ INSPECT_JS = r"""
     const overflows = el.scrollWidth > el.clientWidth + 1;
     const inTable = el.closest('table') !== null;
     if (cs.textOverflow === 'ellipsis' && overflows && hidesOverflow(cs.overflowX)) {
-      truncated.push({where: describeElement(el), problem: `text cut with an ellipsis: "${short(el.textContent, 60)}"`});
+      truncated.push({where: describeElement(el),
+                      problem: `text cut with an ellipsis: "${short(el.textContent, 60)}"`});
     } else if (inTable && /^(TD|TH)$/.test(el.tagName) && overflows && hidesOverflow(cs.overflowX)) {
       truncated.push({where: describeElement(el), problem: `cell text cut off: "${short(el.textContent, 60)}"`});
     }
@@ -180,7 +196,10 @@ INSPECT_JS = r"""
     for (const row of Array.from(t.rows)) {
       if (row.parentElement && row.parentElement.tagName === 'THEAD') continue;
       const cells = Array.from(row.cells);
-      const rowName = clean((cells.find(c => c.tagName === 'TH') || cells[0] || {}).textContent);
+      let rowName = clean((cells.find(c => c.tagName === 'TH') || cells[0] || {}).textContent);
+      const firstValue = cells.find(c => c.tagName === 'TD');
+      if (/^\d+$/.test(rowName) && firstValue) rowName += ` (${clean(firstValue.textContent)})`;  // a bare 0, 1, ...
+
       cells.forEach((c, j) => {
         const text = clean(c.textContent);
         const codeOnly = c.querySelector('code, kbd, samp') && !clean(Array.from(c.childNodes)

@@ -113,7 +113,7 @@ SKIP_HINTS = (
      "install Chromium: apt-get install -y chromium (Debian/Ubuntu; .ci/run installs it)"),
     (r"parquet|glue-hf", "../shared/glue-hf not found",
      "put the hub's GLUE parquet files at ../shared/glue-hf"),
-    (r"GLUE|FEWDIMS_GLUE_DIR|shared/glue", "../shared/glue not found",
+    (r"GLUE|FEWDIMS_GLUE_DIR|shared/glue", "GLUE data not found",
      "set FEWDIMS_GLUE_DIR to a GLUE directory in the download script's TSV layout (or put it at ../shared/glue)"),
     (r"could not import '([^']+)'", "a module is missing",
      "install it into .venv ({0}); `make install` installs the project's extras"),
@@ -147,14 +147,28 @@ def skipped_checks_summary(reports) -> list[str]:
     count = sum(len(v) for v in groups.values())
     lines = [f"skipped checks ({count}), and how to enable them:"]
     for (what, hint), nodeids in groups.items():
-        lines.append(f"  {what}: {', '.join(dict.fromkeys(nodeids))}")
+        lines.append(f"  {what}: {', '.join(_compact(nodeids))}")
         lines.append(f"    to enable: {hint}")
     return lines
 
 
+def _compact(nodeids: list[str]) -> list[str]:
+    """test_x[a], test_x[b] -> test_x[a, b]"""
+    params: dict[str, list[str]] = {}
+    for nodeid in dict.fromkeys(nodeids):
+        base, _, param = nodeid.partition("[")
+        params.setdefault(base, []).append(param.removesuffix("]"))
+    return [base if params[base] == [""] else f"{base}[{', '.join(p for p in params[base] if p)}]"
+            for base in params]
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     """Collect the skipped tests; pytest_unconfigure prints them after pytest's own last line."""
-    config.stash[_SKIP_SUMMARY] = skipped_checks_summary(terminalreporter.stats.get("skipped", []))
+    lines = skipped_checks_summary(terminalreporter.stats.get("skipped", []))
+    deselected = len(terminalreporter.stats.get("deselected", []))
+    if deselected and "not slow" in (config.getoption("markexpr", "") or "") and not config.getoption("keyword", ""):
+        lines.append(f"deselected: {deselected} slow test(s) (-m 'not slow'); to enable: make test")
+    config.stash[_SKIP_SUMMARY] = lines
 
 
 def pytest_unconfigure(config):

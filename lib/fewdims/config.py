@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from .errors import FewdimsError, check_type
 
 POOLINGS = ("cls", "max_norm", "mean", "max", "pooler")
+# Fields added after the first records were stored: left out of the key at these values, so older records (which
+# computed exactly that) keep their names.
+LATER_FIELDS = {"holdout_size": 0, "standardize_target": False}
 HEADS = ("linear", "mlp")
 PRECISIONS = ("auto", "bf16", "fp32")
 
@@ -44,6 +47,9 @@ class RunConfig:
     eval_size: int | None = None       # None = the whole evaluation split
     init_from: dict | None = None      # cross-fine-tuning: the stage-A RunConfig (as a dict) whose backbone to start from
     save_weights: bool = False         # keep the fine-tuned weights in the local cache (never committed)
+    holdout_size: int = 0              # rows of the train split held out (never trained on) to choose the epoch; the
+                                       # dev splits are then scored once, at that epoch. 0: every epoch, last reported
+    standardize_target: bool = False   # regression: train on (y - mean) / std of the training labels (undone after)
 
     def __post_init__(self):
         from .tasks import get_task
@@ -56,13 +62,15 @@ class RunConfig:
             value, allowed = getattr(self, name), {"pooling": POOLINGS, "head": HEADS, "precision": PRECISIONS}[name]
             if value not in allowed:
                 raise FewdimsError(f"{name}={value!r} is not known; choose one of {', '.join(allowed)}")
-        for name in ("special_tokens_eligible", "freeze_backbone", "save_weights"):
+        for name in ("special_tokens_eligible", "freeze_backbone", "save_weights", "standardize_target"):
             check_type(name, getattr(self, name), bool)
-        for name in ("batch_size", "epochs", "max_length", "seed", "data_seed"):
+        for name in ("batch_size", "epochs", "max_length", "seed", "data_seed", "holdout_size"):
             check_type(name, getattr(self, name), int)
         for name in ("batch_size", "epochs", "max_length"):
             if getattr(self, name) < 1:
                 raise FewdimsError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.holdout_size < 0:
+            raise FewdimsError(f"holdout_size must be >= 0 (0 = no held-out slice), got {self.holdout_size}")
         if self.max_length < 8:
             raise FewdimsError(f"max_length={self.max_length} is too short for [CLS] text [SEP]; use at least 8")
         for name in ("lr", "dropout", "warmup_ratio", "weight_decay"):
@@ -134,8 +142,10 @@ class RunConfig:
 
     def key(self) -> str:
         """Stable short hash of the fields that change the computation (save_weights does not)."""
-        d = self.to_dict()
+        d = _without_legacy_defaults(self.to_dict())
         d.pop("save_weights")
+        if d["init_from"] is not None:
+            d["init_from"] = _without_legacy_defaults(d["init_from"])
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -154,13 +164,19 @@ class RunConfig:
         return "/".join(parts)
 
 
+def _without_legacy_defaults(d: dict) -> dict:
+    return {k: v for k, v in d.items() if not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
+
+
 @dataclass
 class RunResult:
     """What `train` returns: the record that the store writes (see fewdims.store)."""
 
     config: RunConfig
-    metrics: dict           # {split: {metric: value}} after the last epoch
+    metrics: dict           # {split: {metric: value}} at the chosen epoch (the last one without a held-out slice)
     history: list           # per epoch: {'epoch', 'train_loss', split: {metric: value}}
     timings: dict           # seconds and examples/s
     data: dict              # source and fingerprints
     extra: dict = field(default_factory=dict)  # analyses computed while the weights were in memory
+    predictions: dict = field(default_factory=dict)  # {split: {'preds', 'labels'}} per dev example (fewdims.predictions)
+    selection: dict = field(default_factory=dict)    # the epoch chosen on the held-out slice, and the curves' verdict

@@ -59,6 +59,19 @@ class SplitData:
         order = np.random.default_rng(int(seed)).permutation(len(self))[: int(size)]
         return self._take(order)
 
+    def split_off(self, holdout: int, size: int | None, seed: int) -> tuple["SplitData", "SplitData"]:
+        """(training rows, held-out rows): `holdout` rows drawn with `seed` are held out and never trained on; the
+        training subset of `size` rows (None: all the rest) is drawn from the remaining rows."""
+        check_type("holdout", holdout, (int, np.integer))
+        if not 0 < holdout < len(self):
+            raise FewdimsError(f"holdout_size={holdout} must lie between 1 and {len(self) - 1}: {self.task} "
+                               f"{self.split} has {len(self)} rows")
+        order = np.random.default_rng([int(seed), 7]).permutation(len(self))
+        rest = order[int(holdout):]
+        if size is not None:
+            rest = rest[: int(size)]
+        return self._take(np.sort(rest)), self._take(np.sort(order[: int(holdout)]))
+
     def _take(self, rows: np.ndarray) -> "SplitData":
         texts = tuple([column[i] for i in rows] for column in self.texts)
         return SplitData(self.task, self.split, texts, self.labels[rows].copy(), self.source)

@@ -510,7 +510,12 @@ def removal_cost_bars(runs: pd.DataFrame, ncols: int = 3,
         names = [f"dim {int(v)}" for v in d["left_out"]]
         colors = [PALETTE[3] if c > 0 else PALETTE[0] for c in d["removal_cost"]]
         ax.bar(range(len(d)), d["removal_cost"], color=colors, alpha=0.85)
+        ax.scatter(range(len(d)), d["removal_cost"], color=colors, zorder=3, s=18)  # a zero cost stays visible
         ax.axhline(0, color="0.3", linewidth=0.8)
+        if (d["removal_cost"].abs() < 1e-9).all():
+            ax.set_ylim(-1, 1)
+            ax.text(0.5, 0.8, "no dimension's removal changed the score", transform=ax.transAxes, ha="center",
+                    fontsize="small", color="0.3")
         ax.set_xticks(range(len(d)), names)
         ax.set_title(group)
         ax.set_xlabel("dimension left out")

@@ -4,6 +4,7 @@ Only safetensors weights are loaded and remote code is never trusted.
 """
 from __future__ import annotations
 
+import copy
 import importlib.util
 import os
 import string
@@ -87,10 +88,13 @@ def load_backbone(name: str):
             raise FewdimsError(f"model directory {path} has no .safetensors weights; only safetensors are loaded")
     elif name.startswith(("/", "./", "../", "~")):  # 'org/name' is a hub id, not a path
         raise FewdimsError(f"model directory {name!r} does not exist; give a Hugging Face model directory or hub id")
+    cached = _PRETRAINED.get(path)
+    if cached is not None:  # a grid's worker keeps the pristine pretrained model and hands out copies
+        return copy.deepcopy(cached[0]), cached[1]
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
-        model = AutoModel.from_pretrained(path, use_safetensors=True, trust_remote_code=False,
-                                          add_pooling_layer=True)
+        model, info = AutoModel.from_pretrained(path, use_safetensors=True, trust_remote_code=False,
+                                                add_pooling_layer=True, output_loading_info=True)
     except (OSError, ValueError) as err:
         raise FewdimsError(
             f"cannot load model {name!r}: {err.__class__.__name__}: {str(err).splitlines()[0]}. "
@@ -99,7 +103,21 @@ def load_backbone(name: str):
         ) from err
     if not hasattr(model, "encoder") or not hasattr(model.encoder, "layer"):
         raise FewdimsError(f"model {name!r} is a {type(model).__name__}; fewdims needs a BERT-style encoder")
+    # Kept only when every weight came from the file: a randomly initialised part (e.g. a missing pooler) must keep
+    # depending on the run's seed, as it does when loaded afresh.
+    if worker_cache_enabled() and not info.get("missing_keys"):
+        _PRETRAINED.clear()  # one model at a time: a grid uses one backbone
+        _PRETRAINED[path] = (copy.deepcopy(model), tokenizer)
     return model, tokenizer
+
+
+_PRETRAINED: dict = {}
+
+
+def worker_cache_enabled() -> bool:
+    """Keep the pretrained weights in memory across the runs of one process (a grid's worker): loading them again
+    for every run is a few seconds of each run's setup. FEWDIMS_WORKER_CACHE=0 switches it off (measurements)."""
+    return os.environ.get("FEWDIMS_WORKER_CACHE", "1") not in ("0", "false", "")
 
 
 @lru_cache(maxsize=8)

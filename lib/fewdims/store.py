@@ -6,6 +6,8 @@ read, or whose config does not match its name, is reported with the file's path,
 """
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 import platform
@@ -48,7 +50,40 @@ def environment() -> dict:
         "processor": platform.processor() or None, "cpu_count": os.cpu_count(),
         "torch": torch.__version__, "transformers": transformers.__version__, "accelerate": accelerate.__version__,
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "commit": git_commit(),
+        **code_fingerprint(),
     }
+
+
+# The modules whose code determines a record's numbers (training, heads, data, metrics); the book, figures and
+# verdicts are not among them: changing those re-renders, it does not invalidate a record.
+NUMERIC_MODULES = ("batching", "config", "data", "fastbert", "heads", "metrics", "models", "predictions", "runtime",
+                   "tasks", "train", "analysis", "cka", "scan", "cache")
+
+
+@functools.cache
+def code_fingerprint() -> dict:
+    """{'code_fingerprint': sha256 of the numeric modules' source (16 hex digits), 'dirty': whether git sees
+    uncommitted changes in them (None outside a git checkout)}."""
+    lib = Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for name in NUMERIC_MODULES:
+        digest.update(name.encode() + b"\0" + (lib / f"{name}.py").read_bytes())
+    dirty = None
+    try:
+        out = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--",
+                              *(str(lib / f"{name}.py") for name in NUMERIC_MODULES)],
+                             capture_output=True, text=True, timeout=5)
+        dirty = bool(out.stdout.strip()) if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"code_fingerprint": digest.hexdigest()[:16], "dirty": dirty}
+
+
+def stale_records(records: list[dict]) -> list[dict]:
+    """Records computed by other numeric code than this checkout's (or by a dirty tree, or before fingerprints)."""
+    current = code_fingerprint()["code_fingerprint"]
+    return [r for r in records if (r.get("environment") or {}).get("code_fingerprint") != current
+            or (r.get("environment") or {}).get("dirty")]
 
 
 class ResultStore:
@@ -85,6 +120,7 @@ class ResultStore:
             "format": RECORD_FORMAT, "key": result.config.key(), "label": result.config.label(),
             "profile": self.profile, "config": result.config.to_dict(), "metrics": result.metrics,
             "history": result.history, "timings": result.timings, "data": result.data, "extra": result.extra,
+            "predictions": result.predictions, "selection": result.selection,
             "environment": environment(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         self._write(self.path(result.config), record)

@@ -21,6 +21,7 @@ from .errors import FewdimsError
 from .fastbert import FastBert, FastOptions, fast_forward_supported
 from .heads import Classifier, Head, predictions_from_logits
 from .metrics import compute_metrics, majority_baseline
+from .predictions import pack_split
 from .models import load_backbone, model_source, truncate_encoder
 from .runtime import make_accelerator, show_progress
 from .tasks import get_task
@@ -99,6 +100,39 @@ def predict(model: Classifier, encoded, accelerator, pad_id: int, features=None)
     return predictions_from_logits(logits).numpy()
 
 
+def target_scale(task, config: RunConfig, labels) -> tuple[float, float] | None:
+    """(mean, std) of the training labels when a regression target is standardised, else None. A 1-3 dimension
+    head starts near zero output: on STS-B's 0-5 scale it needs many steps to reach the labels' scale."""
+    if not (config.standardize_target and task.is_regression):
+        return None
+    labels = np.asarray(labels, dtype=np.float64)
+    return float(labels.mean()), float(labels.std()) or 1.0
+
+
+def unscale(preds: np.ndarray, target: tuple[float, float] | None) -> np.ndarray:
+    return preds if target is None else preds * target[1] + target[0]
+
+
+class EpochChooser:
+    """The epoch with the best held-out score (the earliest of equal ones)."""
+
+    def __init__(self):
+        self.epoch, self.best, self.scores = 0, -np.inf, []
+
+    def offer(self, epoch: int, score: float) -> bool:
+        """Record an epoch's held-out score; True when it is the best so far."""
+        self.scores.append(float(score))
+        value = -np.inf if np.isnan(score) else float(score)  # an undefined score (e.g. constant output) is worst
+        if value > self.best or self.epoch == 0:
+            self.epoch, self.best = epoch, value
+            return True
+        return False
+
+    def summary(self, epochs: int) -> dict:
+        improving = len(self.scores) > 1 and self.epoch == epochs and self.scores[-1] > self.scores[-2]
+        return {"chosen_epoch": self.epoch, "heldout_scores": self.scores, "still_improving": bool(improving)}
+
+
 def clip_in_optimizer(optimizer: torch.optim.Optimizer, params, max_norm: float) -> torch.Tensor:
     """clip_grad_norm_ without its second pass over every gradient: a fused Adam/AdamW divides each gradient by
     `optimizer.grad_scale` inside its own kernel (the hook torch's GradScaler uses), so the clipping factor is
@@ -122,7 +156,12 @@ def train(config: RunConfig, source=None, *, analyses=(), use_feature_cache: boo
     t_start = time.perf_counter()
     task = get_task(config.task)
     source = DataSource.resolve(source)
-    train_data = load_split(task.name, config.train_split, source).subset(config.train_size, config.data_seed)
+    full_train = load_split(task.name, config.train_split, source)
+    if config.holdout_size:
+        train_data, heldout_data = full_train.split_off(config.holdout_size, config.train_size, config.data_seed)
+    else:
+        train_data, heldout_data = full_train.subset(config.train_size, config.data_seed), None
+    target = target_scale(task, config, train_data.labels)
     eval_names = config.eval_splits or task.eval_splits
     eval_data = {s: load_split(task.name, s, source).subset(config.eval_size, config.data_seed) for s in eval_names}
 
@@ -132,6 +171,7 @@ def train(config: RunConfig, source=None, *, analyses=(), use_feature_cache: boo
     t_tok = time.perf_counter()
     train_enc = encode(train_data, tokenizer, config.max_length, config.model)
     eval_enc = {s: encode(d, tokenizer, config.max_length, config.model) for s, d in eval_data.items()}
+    heldout_enc = encode(heldout_data, tokenizer, config.max_length, config.model) if heldout_data else None
     tokenize_s = time.perf_counter() - t_tok
 
     accelerator = make_accelerator(config.precision)
@@ -147,7 +187,7 @@ def train(config: RunConfig, source=None, *, analyses=(), use_feature_cache: boo
     model, optimizer = accelerator.prepare(model, optimizer)
     inner = accelerator.unwrap_model(model)
 
-    train_feats, eval_feats = None, {}  # frozen-backbone features, from the cache (train: the training subset)
+    train_feats, eval_feats, heldout_feats = None, {}, None  # frozen-backbone features, from the cache
     if config.freeze_backbone and use_feature_cache:
         inner.backbone.eval()
 
@@ -156,6 +196,7 @@ def train(config: RunConfig, source=None, *, analyses=(), use_feature_cache: boo
 
         train_feats = features(train_enc)
         eval_feats = {s: features(e) for s, e in eval_enc.items()}
+        heldout_feats = features(heldout_enc) if heldout_enc is not None else None
     loss_fn = nn.MSELoss() if task.is_regression else nn.CrossEntropyLoss()
     # fused AdamW can take the clipping factor (see clip_in_optimizer); accelerate's own paths (GradScaler for
     # fp16, sharded or distributed models) keep accelerator.clip_grad_norm_
@@ -170,6 +211,7 @@ def train(config: RunConfig, source=None, *, analyses=(), use_feature_cache: boo
                         cls_only=config.pooling in ("cls", "pooler"), options=fast_options)
 
     history, step, train_s, eval_s = [], 0, 0.0, 0.0
+    chooser, best_state, dev_preds = EpochChooser(), None, {}
     bar = None
     if show_progress():
         from tqdm.auto import tqdm
@@ -197,7 +239,7 @@ def train(config: RunConfig, source=None, *, analyses=(), use_feature_cache: boo
                 else:
                     feats = forward_features(inner, batch)
                 out = inner.head(feats).float()
-            labels = batch["labels"]
+            labels = batch["labels"] if target is None else (batch["labels"] - target[0]) / target[1]
             loss = loss_fn(out.squeeze(-1), labels) if task.is_regression else loss_fn(out, labels)
             accelerator.backward(loss)
             if fold_clip:
@@ -216,13 +258,27 @@ def train(config: RunConfig, source=None, *, analyses=(), use_feature_cache: boo
         train_s += time.perf_counter() - t0
         t0 = time.perf_counter()
         row = {"epoch": epoch + 1, "train_loss": float(torch.stack(losses).mean())}
-        for s, enc in eval_enc.items():
-            preds = predict(inner, enc, accelerator, pad_id, eval_feats.get(s))
-            row[s] = compute_metrics(task.name, preds, enc.labels)
+        if heldout_enc is not None:  # choose the epoch on held-out train rows; the dev splits wait for the choice
+            preds = unscale(predict(inner, heldout_enc, accelerator, pad_id, heldout_feats), target)
+            row["heldout"] = compute_metrics(task.name, preds, heldout_enc.labels)
+            if chooser.offer(epoch + 1, row["heldout"][task.main_metric]) and epoch + 1 < config.epochs:
+                best_state = {k: v.detach().clone() for k, v in inner.state_dict().items()}
+        else:
+            for s, enc in eval_enc.items():
+                dev_preds[s] = unscale(predict(inner, enc, accelerator, pad_id, eval_feats.get(s)), target)
+                row[s] = compute_metrics(task.name, dev_preds[s], enc.labels)
         eval_s += time.perf_counter() - t0
         history.append(row)
     if bar is not None:
         bar.close()
+    if heldout_enc is not None:
+        t0 = time.perf_counter()
+        if chooser.epoch < config.epochs:
+            inner.load_state_dict(best_state)
+        for s, enc in eval_enc.items():  # scored once, at the chosen epoch
+            dev_preds[s] = unscale(predict(inner, enc, accelerator, pad_id, eval_feats.get(s)), target)
+        eval_s += time.perf_counter() - t0
+    metrics = {s: compute_metrics(task.name, dev_preds[s], enc.labels) for s, enc in eval_enc.items()}
 
     context = {"config": config, "accelerator": accelerator, "eval": eval_enc, "pad_id": pad_id, "task": task,
                "tokenizer": tokenizer}
@@ -237,10 +293,17 @@ def train(config: RunConfig, source=None, *, analyses=(), use_feature_cache: boo
         save_weights(config, inner.backbone, inner.head)
 
     n_train = len(train_enc) * config.epochs
-    n_eval = sum(len(e) for e in eval_enc.values()) * config.epochs
+    n_eval = sum(len(e) for e in eval_enc.values()) * (1 if heldout_enc is not None else config.epochs) + \
+        (len(heldout_enc) * config.epochs if heldout_enc is not None else 0)
+    selection = {"heldout_rows": len(heldout_enc), "metric": task.main_metric, **chooser.summary(config.epochs)} \
+        if heldout_enc is not None else {}
+    if target is not None:
+        selection["target_mean_std"] = [float(target[0]), float(target[1])]
     return RunResult(
         config=config,
-        metrics={s: history[-1][s] for s in eval_enc},
+        metrics=metrics,
+        predictions={s: pack_split(dev_preds[s], enc.labels) for s, enc in eval_enc.items()},
+        selection=selection,
         history=history,
         timings={
             "total_s": time.perf_counter() - t_start, "tokenize_s": tokenize_s, "train_s": train_s,
@@ -251,6 +314,7 @@ def train(config: RunConfig, source=None, *, analyses=(), use_feature_cache: boo
         },
         data={
             "train": train_data.fingerprint(), "eval": {s: d.fingerprint() for s, d in eval_data.items()},
+            **({"heldout": heldout_data.fingerprint()} if heldout_data is not None else {}),
             "majority_baseline": {s: majority_baseline(task.name, train_data.labels, d.labels)
                                   for s, d in eval_data.items()},
         },

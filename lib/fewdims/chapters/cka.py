@@ -86,6 +86,16 @@ def block_table(cka: dict, representation: str = "cls") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def block_table_shown(cka: dict, representation: str = "cls") -> pd.DataFrame:
+    """block_table for display: contrasts to 3 decimals, 'n/a (fewer than 3 defined layers)' where no split exists."""
+    table = block_table(cka, representation)
+    for column in ("fine-tuned contrast", "pretrained contrast"):
+        if column in table:
+            table[column] = [f"n/a (fewer than {MIN_BLOCK_LAYERS} defined layers)" if math.isnan(x) else f"{x:.3f}"
+                             for x in table[column]]
+    return table
+
+
 def _blocks(split: dict) -> str:
     if split["split"] is None:
         return "n/a"
