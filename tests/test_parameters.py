@@ -70,7 +70,7 @@ def test_precedence_explicit_over_environment_over_profile_file(isolated, monkey
     ({"learning_rate": 1e-3}, "unknown parameter 'learning_rate'.*known parameters: .*head_lr"),
     ({"k": 3}, "unknown parameter 'k'"),  # k belongs to the dimension and layer chapters, not to token
     ({"compute": "yes"}, "compute must be True or False"),
-    ({"train_size": "most"}, "train_size must be a number of rows or 'all'"),
+    ({"train_size": "most"}, "train_size must be a number of rows, 'all'"),
 ])
 def test_unknown_or_wrong_parameters_stop_the_notebook(isolated, params, fragment):
     with pytest.raises(FewdimsError, match=fragment):

@@ -206,20 +206,28 @@ def masking_analysis(dim_sets: list[list[int]]):
 
 def pair_scan_analysis(source=None, top: int = 200):
     """Every pair of CLS dims of the fine-tuned model, scored by a two-feature classifier fit on the train
-    subset's features and evaluated on the first evaluation split. `source`: a DataSource or a glue_dir (resolved
-    when the analysis runs, so a stored record is reused without the data)."""
+    subset's features and evaluated on the held-out slice of the train split when the run has one (so that the
+    pairs chosen from the scan are never chosen on the dev set they are reported on), else on the first
+    evaluation split. `source`: a DataSource or a glue_dir (resolved when the analysis runs, so a stored record
+    is reused without the data)."""
     def run(model, context):
         from .scan import scan_pairs
 
         config, task = context["config"], context["task"]
-        split = analysed_split(config, task)
-        train = load_split(task.name, config.train_split, source).subset(config.train_size, config.data_seed)
+        full = load_split(task.name, config.train_split, source)
+        if config.holdout_size:
+            train, heldout = full.split_off(config.holdout_size, config.train_size, config.data_seed)
+        else:
+            train, heldout = full.subset(config.train_size, config.data_seed), None
         tokenizer = context["tokenizer"]
         train_enc = encode(train, tokenizer, config.max_length, config.model)
+        split = "heldout" if heldout is not None else analysed_split(config, task)
+        scored = encode(heldout, tokenizer, config.max_length, config.model) if heldout is not None \
+            else context["eval"][split]
         acc, pad_id = context["accelerator"], context["pad_id"]
         f_train = _head_inputs(model, train_enc, acc, pad_id)
-        f_dev = _head_inputs(model, context["eval"][split], acc, pad_id)
-        result = scan_pairs(f_train, train_enc.labels, f_dev, context["eval"][split].labels,
+        f_dev = _head_inputs(model, scored, acc, pad_id)
+        result = scan_pairs(f_train, train_enc.labels, f_dev, scored.labels,
                             task_type="regression" if task.is_regression else "classification",
                             num_classes=None if task.is_regression else task.num_labels)
         scores = np.asarray(result.scores)
@@ -288,3 +296,41 @@ def analyse_cached(config, analyses, source=None) -> dict | None:
     for analysis in analyses_left:
         extra.update(analysis(model, context))
     return extra
+
+
+def outlier_analysis(source=None, n_heldout: int = 1000, random_dims: int = 10, random_draws: int = 10,
+                     n_boot: int = 1000):
+    """The outliers chapter (Rudman et al. 2023, Kovaleva et al. 2021, Timkey & van Schijndel 2021): per-dimension
+    variance and cosine contributions of the last-layer [CLS] and mean-pooled vectors of the fine-tuned and the
+    pretrained model on a held-out slice of the train split, LayerNorm outlier dimensions, the one-dimension
+    threshold classifier on the highest-variance dimension against random ones, and zeroing the LayerNorm outliers
+    against zeroing random dimensions, every score with a bootstrap interval (see fewdims.outliers). `source`: a
+    DataSource or a glue_dir, resolved when the analysis runs."""
+    from .outliers import analyse, outlier_params
+
+    params = {"n_heldout": n_heldout, "random_dims": random_dims, "random_draws": random_draws, "n_boot": n_boot}
+    wanted = outlier_params(params)
+
+    def run(model, context):
+        return analyse(model, context, source, params)
+
+    return Analysis("outlier_analysis", run, lambda extra: extra.get("outliers", {}).get("params") == wanted)
+
+
+def interval_analysis(n_boot: int = 1000):
+    """The run's dev score on every evaluation split with a 95 % percentile-bootstrap interval over the dev
+    examples (fewdims.stats.bootstrap_metric on the predictions in memory), kept compact in the record."""
+    from .outliers import BOOT_SEED, compact
+    from .stats import bootstrap_metric
+
+    def run(model, context):
+        from .train import predict
+
+        task, out = context["task"], {}
+        for split, encoded in context["eval"].items():
+            preds = predict(model, encoded, context["accelerator"], context["pad_id"])
+            out[split] = compact(bootstrap_metric(task.name, preds, encoded.labels, n_boot, BOOT_SEED))
+        return {"dev_interval": {"n_boot": n_boot, "metric": task.main_metric, "splits": out}}
+
+    return Analysis("interval_analysis", run,
+                    lambda extra: extra.get("dev_interval", {}).get("n_boot") == n_boot)

@@ -27,8 +27,9 @@ TINY_GLUE = "fixture:tiny"  # the smoke profile's data: a tiny GLUE-shaped direc
 ALL_ROWS = "all"            # train_size / eval_size: the whole split
 
 # Top-level keys copied into every RunConfig (the rest are per-chapter sections or profile metadata).
-RUN_KEYS = ("model", "train_split", "eval_splits", "train_size", "eval_size", "epochs", "batch_size", "lr",
-            "head_lr", "dropout", "max_length", "precision", "warmup_ratio", "weight_decay", "data_seed")
+RUN_KEYS = ("model", "train_split", "eval_splits", "train_size", "eval_size", "holdout_size", "epochs", "batch_size",
+            "lr", "head_lr", "dropout", "max_length", "precision", "warmup_ratio", "weight_decay", "data_seed",
+            "standardize_target")
 META_KEYS = ("profile", "description", "glue_dir", "tasks", "seeds")
 SECTIONS = ("token", "dimension", "layer", "freezing", "cross_finetune", "cka", "outliers")
 
@@ -76,6 +77,8 @@ class Profile:
     def base_config(self, task: str, **changes) -> RunConfig:
         fields = {k: self.values[k] for k in RUN_KEYS if k in self.values}
         for key in ("train_size", "eval_size"):
+            if isinstance(fields.get(key), dict):  # per task, e.g. {sst2: 8000, default: all}
+                fields[key] = fields[key].get(task, fields[key].get("default", ALL_ROWS))
             if fields.get(key) == ALL_ROWS:
                 fields[key] = None
         return RunConfig(task=task, **{**fields, **changes})
@@ -149,8 +152,11 @@ def load_profile(profile: str = "cpu", chapter: str | None = None, **overrides) 
                                                            for s in seeds):
         raise FewdimsError(f"seeds must be a non-empty list of integers, got {seeds!r}")
     for key in ("train_size", "eval_size"):
-        if isinstance(values.get(key), str) and values[key] != ALL_ROWS:
-            raise FewdimsError(f"{key} must be a number of rows or {ALL_ROWS!r} (the whole split), got {values[key]!r}")
+        sizes = values.get(key)
+        for size in (sizes.values() if isinstance(sizes, dict) else [sizes]):
+            if isinstance(size, str) and size != ALL_ROWS:
+                raise FewdimsError(f"{key} must be a number of rows, {ALL_ROWS!r} (the whole split) or a mapping "
+                                   f"task -> either (with 'default'), got {sizes!r}")
     result = Profile(profile, values, chapter)
     result.base_config(values["tasks"][0])  # validates every run parameter now, before any work starts
     return result

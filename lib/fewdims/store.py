@@ -54,10 +54,11 @@ def environment() -> dict:
     }
 
 
-# The modules whose code determines a record's numbers (training, heads, data, metrics); the book, figures and
-# verdicts are not among them: changing those re-renders, it does not invalidate a record.
+# The modules whose code determines a record's metrics and predictions (training, heads, data, metrics). Analyses
+# (CKA, scans: re-computable from the local caches), the book, figures and verdicts are not among them: changing
+# those re-analyses or re-renders; it does not invalidate a record.
 NUMERIC_MODULES = ("batching", "config", "data", "fastbert", "heads", "metrics", "models", "predictions", "runtime",
-                   "tasks", "train", "analysis", "cka", "scan", "cache")
+                   "tasks", "train")
 
 
 @functools.cache

@@ -32,8 +32,23 @@ def row(record: dict, **fields) -> dict:
     out["majority"] = 100.0 * majority[task.main_metric] if majority else math.nan
     out["at_or_below_majority"] = bool(out["score"] <= out["majority"] + 1e-9) if majority else False
     out["missing"] = bool(record.get("missing", False) or record.get("planned", False))
+    selection = record.get("selection") or {}
+    out["selection_score"] = selection_score(record)
+    out["chosen_epoch"] = selection.get("chosen_epoch")
+    out["still_improving"] = selection.get("still_improving")
     out.update(fields)
     return out
+
+
+def selection_score(record: dict) -> float:
+    """The score anything is *chosen* by (dimension sets, pairs, the best k): the held-out train slice's main
+    metric at the chosen epoch, in points. Records without a held-out slice (older editions) fall back to the
+    dev score, which selects on the set that is reported (those chapters say so)."""
+    selection = record.get("selection") or {}
+    scores = selection.get("heldout_scores")
+    if scores and selection.get("chosen_epoch"):
+        return 100.0 * scores[selection["chosen_epoch"] - 1]
+    return score(record)
 
 
 def frame(rows: list[dict]) -> pd.DataFrame:

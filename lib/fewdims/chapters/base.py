@@ -10,7 +10,7 @@ import contextlib
 
 import numpy as np
 
-from ..analysis import layer_analysis, masking_analysis, pair_scan_analysis
+from ..analysis import layer_analysis, masking_analysis, outlier_analysis, pair_scan_analysis
 from ..config import RunConfig
 from ..models import model_shape
 from ..profiles import Profile
@@ -24,6 +24,12 @@ def random_dim_sets(k: int, n: int, hidden: int) -> list[tuple[int, ...]]:
     """n random k-dimension sets, the same for every task and run (seeded by k and the set's index)."""
     return [tuple(sorted(np.random.default_rng(1000 * k + i).choice(hidden, size=k, replace=False).tolist()))
             for i in range(n)]
+
+
+def random_sets_by_k(section: dict, hidden: int) -> dict[int, list[tuple[int, ...]]]:
+    """The dimension chapter's random sets: `headline_random_subsets` for its headline k, `random_subsets` else."""
+    return {k: random_dim_sets(k, section["headline_random_subsets"] if k == section["k"] else
+                               section["random_subsets"], hidden) for k in section["ks"]}
 
 
 class Chapter:
@@ -68,10 +74,14 @@ class Chapter:
         dim, cka = self.profile.section("dimension"), self.profile.section("cka")
         analyses = [layer_analysis(cka["n_examples"], tuple(cka["representations"]), cka["debiased"])]
         if dim["inference_masking"]:
-            sets = [d for k in dim["ks"] for d in random_dim_sets(k, dim["random_subsets"], self.hidden)]
+            sets = [d for sets in random_sets_by_k(dim, self.hidden).values() for d in sets]
             analyses.append(masking_analysis([list(d) for d in sets]))
         if dim["scan"]:
             analyses.append(pair_scan_analysis(self.runner.source))
+        outliers = self.profile.section("outliers")
+        if outliers:  # the outliers chapter reads it (fewdims.outliers); a profile without the section skips it
+            analyses.append(outlier_analysis(self.runner.source, outliers["n_heldout"], outliers["random_dims"],
+                                             outliers["random_draws"], outliers["n_boot"]))
         return analyses
 
     def baseline(self, task: str, seed: int | None = None) -> dict:

@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 
 from ..runner import score
-from ..tables import fmt, frame, row
+from ..tables import fmt, frame, row, selection_score
 from ..tasks import get_task
 from ..verdicts import (BEAT_POINTS, CLOSE_POINTS, FUKUHATA, MOST, NOT_SUPPORTED, PARTLY, PARTLY_POINTS, finished,
                         informative, informative_tasks, result, share_verdict, stat, tasks_of)
-from .base import ALL_DIMS, Chapter, random_dim_sets
+from .base import ALL_DIMS, Chapter, random_sets_by_k
 
 # Variants of the chapter's frame (display labels; the logic reads them only through these names).
 LEAVE_ONE_OUT, EFFECTIVE, SCAN_TOP = "leave one out", "effective pair", "scan top pair"
@@ -44,27 +44,34 @@ class DimensionChapter(Chapter):
     def compute(self) -> DimensionResults:
         sec = self.section
         runs, masking, scans = [], [], []
+        defer = getattr(self.runner, "defer_dependents", False)  # a planning pass: rank only real records
         for task in self.profile.tasks:
             base_rec = self.baseline(task)
+            waiting = defer and bool(sec["scan"] and base_rec.get("planned"))  # the scan's pairs come with it
             runs += self.baseline_rows(task, role="all dims")
             by_k = {}
-            for k in sec["ks"]:
-                for i, dims in enumerate(random_dim_sets(k, sec["random_subsets"], self.hidden)):
+            for k, sets in random_sets_by_k(sec, self.hidden).items():
+                for i, dims in enumerate(sets):
                     rec = self.runner.run(self.base(task, dims=dims))
                     by_k.setdefault(k, []).append(rec)
                     runs.append(row(rec, variant=random_variant(k), role="random", subset=i))
-            # Effective dimensions (the paper): leave one dimension out of the best 3-dimension sets.
-            ranked3 = sorted(by_k.get(3, []), key=lambda r: -_nan_low(score(r)))[:sec["best_sets"]]
+            # Effective dimensions (the paper): leave one dimension out of the best 3-dimension sets. "Best" and the
+            # removal costs that pick the effective pair are measured on the held-out train slice (selection_score).
+            waiting |= defer and any(r.get("planned") for r in by_k.get(3, []))
+            ranked3 = [] if waiting else sorted(by_k.get(3, []),
+                                                key=lambda r: -_nan_low(selection_score(r)))[:sec["best_sets"]]
             effective = []
             for rank, rec3 in enumerate(ranked3):
                 dims3 = tuple(rec3["config"]["dims"])
                 cost = {}
                 for d in dims3:
                     loo = self.runner.run(self.base(task, dims=tuple(x for x in dims3 if x != d)))
-                    cost[d] = score(rec3) - score(loo)
-                    runs.append(row(loo, variant=LEAVE_ONE_OUT, role="leave one out", best_set=rank,
-                                    left_out=d, removal_cost=cost[d]))
-                effective.append(tuple(sorted(sorted(cost, key=lambda d: -_nan_low(cost[d]))[:2])))
+                    cost[d] = selection_score(rec3) - selection_score(loo)
+                    runs.append(row(loo, variant=LEAVE_ONE_OUT, role="leave one out", best_set=rank, left_out=d,
+                                    removal_cost=score(rec3) - score(loo), selection_cost=cost[d]))
+                    waiting |= defer and bool(loo.get("planned"))
+                if not waiting:
+                    effective.append(tuple(sorted(sorted(cost, key=lambda d: -_nan_low(cost[d]))[:2])))
             for pair in effective:
                 runs.append(row(self.runner.run(self.base(task, dims=pair)), variant=EFFECTIVE, role="effective"))
             scan = base_rec.get("extra", {}).get("pair_scan")
@@ -76,8 +83,8 @@ class DimensionChapter(Chapter):
             # Headline: the best k-dimension run (chosen on the first seed) against all dims, over every seed.
             k = sec["k"]
             candidates = [r for r in runs if r["task"] == get_task(task).display and r["k"] == k]
-            if candidates:
-                best = max(candidates, key=lambda r: _nan_low(r["score"]))
+            if candidates and not (waiting or (defer and any(r["missing"] for r in candidates))):
+                best = max(candidates, key=lambda r: _nan_low(r["selection_score"]))
                 for seed in self.profile.seeds:
                     rec = self.runner.run(self.base(task, dims=best["dims"], seed=seed))
                     runs.append(row(rec, variant=headline_variant(k), role="headline"))

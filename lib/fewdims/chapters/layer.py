@@ -20,16 +20,24 @@ class LayerChapter(Chapter):
     name = "layer"
 
     def compute(self) -> pd.DataFrame:
-        k = self.section["k"]
-        dims = random_dim_sets(k, 1, self.hidden)[0]  # the dimension grid's first k-set: top layer is shared
+        """Per task, layer (0 = embeddings .. L) and seed: `dim_sets` random k-dim sets (the dimension grid's
+        first ones, so the top layer's runs are shared with it) and all dimensions; the top layer's all-dims run is
+        the reference itself. Layer 0's [CLS] vector is the same for every input: it can show only the majority
+        baseline, never what the embeddings hold."""
+        sec = self.section
+        k = sec["k"]
+        sets = random_dim_sets(k, sec["dim_sets"], self.hidden)
         rows = []
         for task in self.profile.tasks:
-            for layer in range(self.n_layers + 1):
-                at = None if layer == self.n_layers else layer  # the top layer is the untruncated model
-                for variant, d in ((k_variant(k), dims), (ALL_DIMS_LAYER, None)):
-                    rec = self.baseline(task) if (at is None and d is None) else \
-                        self.runner.run(self.base(task, layer=at, dims=d))
-                    rows.append(row(rec, variant=variant, layer_index=layer))
+            for seed in self.profile.seeds[:sec["n_seeds"]]:
+                for layer in range(self.n_layers + 1):
+                    at = None if layer == self.n_layers else layer  # the top layer is the untruncated model
+                    for i, d in enumerate(sets):
+                        rec = self.runner.run(self.base(task, layer=at, dims=d, seed=seed))
+                        rows.append(row(rec, variant=k_variant(k), layer_index=layer, subset=i))
+                    rec = self.baseline(task, seed) if at is None else self.runner.run(self.base(task, layer=at,
+                                                                                                 seed=seed))
+                    rows.append(row(rec, variant=ALL_DIMS_LAYER, layer_index=layer))
         return frame(rows)
 
 
