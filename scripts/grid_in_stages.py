@@ -1,0 +1,52 @@
+#!/usr/bin/env python
+"""Compute a profile's grid headline-first, in stages, so that a partial grid already gives every chapter its main
+comparison: the first seed of the token, freezing and CKA chapters, then more seeds of the headline cells, then
+the dimension and cross-fine-tuning chapters, then the layer chapter. Resumable like `python -m fewdims grid`
+(finished runs are reused), so it can be stopped and started again over several sittings.
+
+    python scripts/grid_in_stages.py --profile evidence [--stages token:1,freezing:1,...] [--dry-run]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+# (chapter, how many of the profile's seeds): the headline cells with one seed first, all seeds last
+DEFAULT_STAGES = ("token:1,freezing:1,cka:1,dimension:1,cross_finetune:1,token:3,freezing:3,token:5,freezing:5,"
+                  "dimension:5,layer:1")
+
+
+def main(argv=None) -> int:
+    from fewdims.chapters import open_chapter
+    from fewdims.errors import FewdimsError
+    from fewdims.profiles import load_profile
+    from fewdims.runner import Runner
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", default="evidence")
+    ap.add_argument("--stages", default=DEFAULT_STAGES, help="chapter:seeds,... (default: %(default)s)")
+    ap.add_argument("--dry-run", action="store_true", help="list each stage's missing runs and their estimate")
+    args = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    try:
+        stages = [(name, int(n)) for name, n in (s.split(":") for s in args.stages.split(","))]
+    except ValueError:
+        ap.error(f"--stages must look like token:1,dimension:5, got {args.stages!r}")
+    try:
+        for name, n_seeds in stages:
+            profile = load_profile(args.profile, seeds=n_seeds)
+            runner = Runner(profile, dry_run=args.dry_run, verbose=True)
+            started = time.perf_counter()
+            open_chapter(name, profile, runner).results()
+            print(f"[stage {name}:{n_seeds}] {runner.summary()} ({(time.perf_counter() - started) / 60:.1f} min)",
+                  flush=True)
+    except FewdimsError as err:
+        print(f"grid_in_stages: error: {err}", file=sys.stderr)
+        return 2
+    print(f"grid_in_stages {args.profile}: done in {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
