@@ -61,6 +61,33 @@ def log(message: str) -> None:
     print(f"[build_book] {message}", flush=True)
 
 
+# -- stale records -----------------------------------------------------------------------------------------------
+
+def report_stale_records(profile: str) -> None:
+    """List the stored records whose training code differs from this checkout's (or came from a dirty tree, or
+    predate code fingerprints): the book renders them, and says here that they are not this code's numbers."""
+    from fewdims.store import ResultStore, code_fingerprint, stale_records
+
+    try:
+        records = ResultStore(profile).records()
+    except Exception as err:  # a corrupt record is reported by the notebook that needs it
+        log(f"stale records: not checked ({err})")
+        return
+    stale = stale_records(records)
+    if not stale:
+        log(f"stale records: none of {len(records)} (training code {code_fingerprint()['code_fingerprint']})")
+        return
+    by_reason: dict[str, int] = {}
+    for record in stale:
+        env = record.get("environment") or {}
+        reason = ("computed before code fingerprints" if "code_fingerprint" not in env else
+                  "computed from a dirty tree" if env.get("dirty") else f"training code {env['code_fingerprint']}")
+        by_reason[reason] = by_reason.get(reason, 0) + 1
+    log(f"stale records: {len(stale)} of {len(records)} were not computed by this checkout's training code "
+        f"({code_fingerprint()['code_fingerprint']}): " + "; ".join(f"{n} {r}" for r, n in by_reason.items())
+        + " (python -m fewdims stale --profile " + profile + " lists them)")
+
+
 # -- the table of contents -------------------------------------------------------------------------------------
 
 def chapter_names(root: Path) -> list[str]:
@@ -525,6 +552,7 @@ def main(argv=None) -> int:
         removed = remove_stale(executed_dir, args.profile)
         if removed:
             log(f"removed executed notebooks of another profile: {', '.join(removed)}")
+        report_stale_records(args.profile)
         params = {"profile": args.profile, "compute": args.compute}
         t_exec = time.perf_counter()
         for name in ([] if args.skip_execute else chosen):

@@ -1,8 +1,12 @@
-"""The training benchmark (bench/bench_training.py) on the tiny model and the tiny GLUE fixture (the fast training
-forward it measures is tested in test_fastbert.py)."""
+"""The training benchmark (bench/bench_training.py): its parsing, aggregation, spread verdict, JSON and last line on
+fake per-run results (no training), and one end-to-end sitting on the tiny model and the tiny GLUE fixture (slow).
+The fast training forward it measures is tested in test_fastbert.py."""
 from __future__ import annotations
 
+import datetime as dt
+import importlib.util
 import json
+import math
 import os
 import re
 import subprocess
@@ -14,34 +18,275 @@ import pytest
 from fewdims.fixtures import write_tiny_glue
 
 ROOT = Path(__file__).resolve().parents[1]
-LAST_LINE = re.compile(r"speedup_vs_trainer=(\d+\.\d+) speedup_vs_tuned_trainer=(\d+\.\d+) metric_delta=([+-]\d+\.\d+) "
-                       r"speedup_vs_tuned_kept_memory=(\d+\.\d+)")
+_spec = importlib.util.spec_from_file_location("bench_training", ROOT / "bench" / "bench_training.py")
+bt = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bt)
+
+NUMBER = r"\d+\.\d+"
+LAST_LINE = re.compile(rf"speedup_vs_trainer=({NUMBER}|not_run|failed) speedup_vs_tuned_trainer=({NUMBER}|not_run|failed) "
+                       rf"speedup_vs_tuned_kept_memory=({NUMBER}|not_run|failed) "
+                       rf"metric_delta=([+-]{NUMBER}|not_run|failed)")
+ALL = list(bt.TRAINERS)
 
 
-def test_bench_training_runs_and_ends_with_the_summary_line(tmp_path):
+# --------------------------------------------------------------------------------------------------------------
+# parsing and planning
+# --------------------------------------------------------------------------------------------------------------
+def test_train_sizes_default_to_a_budget_where_every_trainer_learns():
+    assert bt.parse_train_sizes(None, ["sst2", "rte"]) == {"sst2": 8000, "rte": None}  # None: RTE's 2,490 rows
+    assert bt.parse_train_sizes(None, ["cola"]) == {"cola": 8000}
+
+
+def test_train_sizes_one_value_or_task_pairs():
+    assert bt.parse_train_sizes("64", ["sst2", "rte"]) == {"sst2": 64, "rte": 64}
+    assert bt.parse_train_sizes("all", ["sst2", "rte"]) == {"sst2": None, "rte": None}
+    assert bt.parse_train_sizes("rte=100", ["sst2", "rte"]) == {"sst2": 8000, "rte": 100}  # sst2 keeps its default
+    assert bt.parse_train_sizes("SST-2=all, rte:2_000", ["sst2", "rte"]) == {"sst2": None, "rte": 2000}
+    assert bt.parse_train_sizes("cola=5", ["sst2"]) == {"sst2": 8000}  # a task not in --tasks: unused
+    for bad in ("0", "-3", "many", "sst2=", "nosuchtask=5", "sst2=1.5"):
+        with pytest.raises(ValueError):
+            bt.parse_train_sizes(bad, ["sst2", "rte"])
+
+
+def test_seeds_tasks_and_trainers():
+    assert bt.parse_seeds("3") == [0, 1, 2]
+    assert bt.parse_seeds("0,5,7") == [0, 5, 7]
+    for bad in ("0", "-1", "x", "1,1", ","):
+        with pytest.raises(ValueError):
+            bt.parse_seeds(bad)
+    assert bt.parse_tasks("SST-2, rte,sst2") == ["sst2", "rte"]
+    with pytest.raises(ValueError):
+        bt.parse_tasks("sst2,nosuchtask")
+    assert bt.parse_trainers("tuned,fewdims,tuned") == ["tuned", "fewdims"]
+    assert bt.parse_trainers("fewdims_default_malloc") == ["fewdims_default_malloc"]
+    for bad in ("", "fewdims,hf"):
+        with pytest.raises(ValueError):
+            bt.parse_trainers(bad)
+
+
+def test_runs_go_seed_major_so_load_drift_falls_on_every_trainer():
+    plan = bt.plan_runs([0, 1], ["sst2", "rte"], ["fewdims", "trainer"])
+    assert [(r["seed"], r["task"], r["trainer"]) for r in plan] == [
+        (0, "sst2", "fewdims"), (0, "sst2", "trainer"), (0, "rte", "fewdims"), (0, "rte", "trainer"),
+        (1, "sst2", "fewdims"), (1, "sst2", "trainer"), (1, "rte", "fewdims"), (1, "rte", "trainer")]
+
+
+def test_estimate_uses_a_previous_results_file_of_the_same_model_and_threads(tmp_path):
+    sizes = {"sst2": (8000, 872)}
+    run = {"seed": 0, "task": "sst2", "trainer": "trainer"}
+    nominal, origin = bt.estimate_run_seconds(run, sizes, 3, "minilm", 128)
+    assert origin == "nominal" and 30 * 60 < nominal < 60 * 60  # ~10 ex/s: 8,000 x 3 epochs ~ 40 min
+    previous = {"args": {"model": "minilm", "threads": 2}, "machine": {"host": "h"}, "started": "2025-01-01",
+                "runs": [fake_run("sst2", "trainer", 0, 0.9, speed=20.0, eval_speed=100.0, process_s=50.0),
+                         fake_run("sst2", "trainer", 1, 0.9, error="boom")]}
+    (tmp_path / "old.json").write_text(json.dumps(previous))
+    (tmp_path / "other-model.json").write_text(json.dumps({**previous, "args": {"model": "tiny", "threads": 2}}))
+    (tmp_path / "broken.json").write_text("{not json")
+    rates, used = bt.previous_rates(tmp_path, "minilm", 2, "h")
+    assert used == [str(tmp_path / "old.json")]
+    train_rate, eval_rate, other = rates[("trainer", "sst2")]
+    assert (train_rate, eval_rate) == (20.0, 100.0) and other == pytest.approx(50.0 - 10.0 - 2.0)
+    seconds, origin = bt.estimate_run_seconds(run, sizes, 3, "minilm", 128, rates)
+    assert origin == "previous"
+    assert seconds == pytest.approx(8000 * 3 / 20.0 + 872 / 100.0 + 38.0 + 2.0)
+    assert bt.previous_rates(tmp_path, "minilm", 4, "h") == ({}, [])  # other thread count: nominal rates
+
+
+def test_dry_run_prints_the_plan_and_estimate_and_writes_nothing(tmp_path, capsys):
+    glue = write_tiny_glue(tmp_path / "glue")
+    out = tmp_path / "results" / "x.json"
+    assert bt.main(["--dry-run", "--glue-dir", str(glue), "--only", "fewdims,tuned", "--seeds", "2",
+                    "--train-size", "sst2=20", "--out", str(out), "--results-dir", str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert "train_size=sst2=20,rte=all" in text and "rte 48 train" in text
+    assert "# plan: 8 runs (2 seeds x 2 tasks x 2 trainers: fewdims,tuned)" in text
+    assert "# estimated total: " in text
+    assert not out.exists()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# aggregation, verdict and last line on fake runs
+# --------------------------------------------------------------------------------------------------------------
+def fake_run(task, trainer, seed, metric, *, speed=100.0, eval_speed=300.0, error=None, process_s=30.0, **extra):
+    if error:
+        return {"task": task, "trainer": trainer, "seed": seed, "error": error, "process_s": 1.0}
+    run = {"task": task, "trainer": trainer, "seed": seed, "metric": metric, "metric_name": "accuracy",
+           "train_examples_per_s": speed, "eval_examples_per_s": eval_speed, "train_s": 10.0, "eval_s": 2.0,
+           "wall_s": 14.0, "process_s": process_s, "peak_rss_mb": 500.0 + seed, "n_train": 100,
+           "mixed_precision": "bf16", **extra}
+    if trainer.startswith("fewdims"):
+        run["train_gflops_per_s"] = 50.0 + seed
+    return run
+
+
+# per trainer: train examples/s per task, dev accuracy per (task, seed)
+SPEED = {"fewdims": {"sst2": 200.0, "rte": 60.0}, "trainer": {"sst2": 10.0, "rte": 10.0},
+         "tuned": {"sst2": 50.0, "rte": 20.0}, "tuned_kept_memory": {"sst2": 80.0, "rte": 30.0}}
+ACC = {"sst2": {"fewdims": [0.90, 0.91, 0.92], "trainer": [0.89, 0.90, 0.91], "tuned": [0.895, 0.905, 0.915],
+                "tuned_kept_memory": [0.895, 0.905, 0.915]},
+       "rte": {"fewdims": [0.64, 0.66, 0.68], "trainer": [0.60, 0.63, 0.66], "tuned": [0.61, 0.64, 0.67],
+               "tuned_kept_memory": [0.61, 0.64, 0.67]}}
+
+
+def fake_record(trainers=ALL, seeds=(0, 1, 2), acc=ACC, failing=(), peak=1000.0):
+    runs = [fake_run(r["task"], r["trainer"], r["seed"], acc[r["task"]][r["trainer"]][r["seed"]],
+                     speed=SPEED[r["trainer"]][r["task"]] * (1 + 0.01 * r["seed"]),
+                     error="RuntimeError: boom" if r["trainer"] in failing else None)
+            for r in bt.plan_runs(list(seeds), ["sst2", "rte"], list(trainers))]
+    return {"plan": {"tasks": ["sst2", "rte"], "trainers": list(trainers), "seeds": list(seeds)}, "runs": runs,
+            "matmul_peak": {"gflops_per_s": peak}}
+
+
+def test_aggregate_means_stds_peak_memory_and_share_of_peak():
+    table = bt.summarize(fake_record())["table"]
+    f = table["rte"]["fewdims"]
+    assert f["runs"] == 3 and f["failed"] == 0 and f["seeds"] == [0, 1, 2]
+    assert f["train_examples_per_s"]["mean"] == pytest.approx(60.0 * 1.01)
+    assert f["train_examples_per_s"]["std"] == pytest.approx(0.6)  # sample std of 60, 60.6, 61.2
+    assert f["metric"]["mean"] == pytest.approx(66.0) and f["metric"]["std"] == pytest.approx(2.0)  # points
+    assert f["peak_rss_mb"] == {"max": 502.0, "mean": 501.0}
+    assert f["share_of_peak"]["mean"] == pytest.approx(0.051)
+    assert "share_of_peak" not in table["rte"]["trainer"]
+    assert bt.mean_std([1.0]) == {"n": 1, "mean": 1.0, "std": None, "values": [1.0]}
+    assert bt.mean_std([float("nan"), None])["mean"] is None
+    lines = bt.format_table(table)
+    assert len(lines) == 1 + 2 * 4 and "66.00 ± 2.00" in lines[5]
+
+
+def test_pooled_std_takes_each_group_about_its_own_mean():
+    std, groups, n = bt.pooled_std([[1.0, 3.0], [10.0, 12.0, 14.0], [5.0]])
+    assert (groups, n) == (2, 5)
+    assert std == pytest.approx(math.sqrt((2.0 + 8.0) / 3))
+    assert bt.pooled_std([[1.0], []]) == (None, 0, 0)
+
+
+def test_final_figures_last_line_and_within_spread_statement():
+    summary = bt.summarize(fake_record())
+    final, comparisons = summary["final"], summary["comparisons"]
+    # speedups: fewdims' mean train ex/s over the other's, the smallest over the tasks
+    assert comparisons["sst2"]["speedup_vs_trainer"] == pytest.approx(20.0)
+    assert final["speedup_vs_trainer"] == pytest.approx(6.0)
+    assert final["speedup_vs_tuned_trainer"] == pytest.approx(3.0)
+    assert final["speedup_vs_tuned_kept_memory"] == pytest.approx(2.0)
+    # metric_delta: fewdims' mean minus the run_glue-style Trainer's, points, the mean over the tasks
+    assert comparisons["sst2"]["metric_delta"] == pytest.approx(1.0)
+    assert comparisons["rte"]["metric_delta"] == pytest.approx(3.0)
+    assert final["metric_delta"] == pytest.approx(2.0) and final["metric_delta_worst_task"] == pytest.approx(1.0)
+    line = summary["last_line"]
+    assert line == ("speedup_vs_trainer=6.00 speedup_vs_tuned_trainer=3.00 speedup_vs_tuned_kept_memory=2.00 "
+                    "metric_delta=+2.00")
+    assert LAST_LINE.fullmatch(line)
+    # rte: the Trainers' pooled std is 3.0 points (trainer 3, tuned 3, kept 3): +3.00 <= 6.00 lies within
+    spread = comparisons["rte"]["spread"]
+    assert spread["pooled_trainer_std"] == pytest.approx(3.0) and spread["within"] is True
+    # sst2: pooled std 1.0: +1.00 within; overall: pooled over all 6 groups, sqrt((3*2*1 + 3*2*9)/12) = sqrt(5)
+    assert final["spread"]["pooled_trainer_std"] == pytest.approx(math.sqrt(5.0))
+    assert final["spread"]["within"] is True and final["spread"]["runs"] == 18
+    statement = summary["spread_statement"]
+    assert statement.startswith("metric_delta=+2.00 points (mean over 2 tasks) lies within the Trainers' own "
+                                "seed spread: |delta| <= 2 x pooled std = 2 x 2.24 = 4.47 points")
+    assert "per task: sst2 +1.00 within (2 x 1.00 = 2.00), rte +3.00 within (2 x 3.00 = 6.00)" in statement
+    text = bt.task_statement("rte", comparisons["rte"], summary["table"]["rte"])
+    assert text.startswith("task=rte metric_delta=+3.00 points (fewdims 66.00 ± 2.00, trainer 63.00 ± 3.00")
+    assert "lies within" in text
+
+
+def test_a_delta_beyond_twice_the_trainers_spread_is_outside():
+    acc = {task: dict(per) for task, per in ACC.items()}
+    acc["sst2"] = {**acc["sst2"], "fewdims": [0.94, 0.95, 0.96]}  # +5 points against a pooled std of 1
+    summary = bt.summarize(fake_record(acc=acc))
+    assert summary["comparisons"]["sst2"]["spread"]["within"] is False
+    assert "sst2 +5.00 outside (2 x 1.00 = 2.00)" in summary["spread_statement"]
+    assert summary["final"]["spread"]["within"] is True  # mean +4.0 <= 2 x sqrt(5)
+    assert bt.task_statement("sst2", summary["comparisons"]["sst2"], summary["table"]["sst2"]).endswith(
+        "lies outside the Trainers' own seed spread: |delta| > 2 x pooled std = 2 x 1.00 = 2.00 points "
+        "(9 Trainer runs in 3 groups)")
+
+
+def test_one_seed_cannot_tell_the_spread():
+    summary = bt.summarize(fake_record(seeds=(0,)))
+    assert summary["final"]["spread"]["within"] is None
+    assert "cannot tell whether it lies within" in summary["spread_statement"]
+    assert LAST_LINE.fullmatch(summary["last_line"])
+
+
+def test_a_sitting_without_the_slow_trainer_says_not_run():
+    summary = bt.summarize(fake_record(trainers=("fewdims", "tuned", "tuned_kept_memory")))
+    final = summary["final"]
+    assert final["speedup_vs_trainer"] == "not_run" and final["metric_delta"] == "not_run"
+    assert summary["last_line"] == ("speedup_vs_trainer=not_run speedup_vs_tuned_trainer=3.00 "
+                                    "speedup_vs_tuned_kept_memory=2.00 metric_delta=not_run")
+    assert LAST_LINE.fullmatch(summary["last_line"])
+    # the verdict falls back to the tuned Trainer, and says so
+    statement = summary["spread_statement"]
+    assert statement.startswith("metric_delta=not_run (the run_glue-style Trainer was not run); fewdims minus the "
+                                "tuned Trainer instead: +1.25 points (mean over 2 tasks) lies within")
+    assert summary["comparisons"]["rte"]["metric_delta_tuned"] == pytest.approx(2.0)
+
+
+def test_without_fewdims_every_figure_is_not_run_and_failed_trainers_read_failed():
+    summary = bt.summarize(fake_record(trainers=("trainer", "tuned")))
+    assert summary["last_line"] == ("speedup_vs_trainer=not_run speedup_vs_tuned_trainer=not_run "
+                                    "speedup_vs_tuned_kept_memory=not_run metric_delta=not_run")
+    assert "nothing to judge" in summary["spread_statement"]
+    summary = bt.summarize(fake_record(failing=("trainer",)))
+    assert summary["table"]["sst2"]["trainer"]["failed"] == 3 and summary["table"]["sst2"]["trainer"]["runs"] == 0
+    assert summary["last_line"].startswith("speedup_vs_trainer=failed speedup_vs_tuned_trainer=3.00")
+    assert summary["last_line"].endswith("metric_delta=failed") and LAST_LINE.fullmatch(summary["last_line"])
+    assert summary["spread_statement"].startswith("metric_delta=failed (the run_glue-style Trainer failed)")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# files and machine
+# --------------------------------------------------------------------------------------------------------------
+def test_results_path_json_and_machine_info(tmp_path):
+    started = dt.datetime(2025, 3, 4, 10, 0)
+    path = bt.default_out_path(started, "box.example.org", tmp_path)
+    assert path == tmp_path / "2025-03-04-box.json"
+    record = {**fake_record(), **bt.summarize(fake_record()), "nan": float("nan"), "pair": (1, float("inf"))}
+    bt.write_record(path, record)
+    loaded = json.loads(path.read_text())  # strict JSON: NaN and infinities became null
+    assert loaded["nan"] is None and loaded["pair"] == [1, None]
+    assert loaded["last_line"] == record["last_line"] and loaded["final"]["speedup_vs_trainer"] == pytest.approx(6.0)
+    assert not list(tmp_path.glob("*.tmp"))
+    assert bt.default_out_path(started, "box", tmp_path) == tmp_path / "2025-03-04-box-2.json"  # never overwrites
+    assert bt.cpu_model("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\n") == \
+        "Intel(R) Xeon(R) Platinum 8480+"
+    info = bt.machine_info(2)
+    assert info["threads"] == 2 and info["cores"] >= 1 and info["torch"] and info["cpu_model"]
+    assert info["loadavg_before"] is None or len(info["loadavg_before"]) == 3
+
+
+# --------------------------------------------------------------------------------------------------------------
+# end to end (tiny model, tiny fixture; every run a fresh interpreter, so ~2 minutes on a small machine)
+# --------------------------------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_bench_training_sitting_ends_with_the_verdict_and_the_summary_line(tmp_path):
     glue = write_tiny_glue(tmp_path / "glue")
     out = tmp_path / "bench.json"
     env = {**os.environ, "FEWDIMS_CACHE": str(tmp_path / "cache"), "FEWDIMS_PROGRESS": "0"}
-    # one task keeps it under a minute on a small machine: every trainer starts a fresh interpreter
     proc = subprocess.run(
         [sys.executable, str(ROOT / "bench" / "bench_training.py"), "--model", "tiny", "--train-size", "32",
-         "--tasks", "sst2", "--glue-dir", str(glue), "--out", str(out), "--peak-n", "256", "--peak-seconds", "0.2",
+         "--epochs", "1", "--seeds", "2", "--tasks", "sst2", "--glue-dir", str(glue), "--out", str(out),
+         "--peak-n", "256", "--peak-seconds", "0.2", "--results-dir", str(tmp_path),
          "--threads", "1"],  # tiny ops gain nothing from threads; on a busy machine two threads stall
-        capture_output=True, text=True, env=env, timeout=600)
+        capture_output=True, text=True, env=env, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
+    assert lines[0].startswith("# bench_training: tasks=sst2 train_size=sst2=32")
+    assert any(line.startswith("# estimated total: ") for line in lines)
     assert LAST_LINE.fullmatch(lines[-1]), lines[-1]
-    assert any(line.startswith("task=sst2 speedup_vs_trainer=") for line in lines)
-    for kind in ("fewdims", "trainer", "tuned", "tuned_kept_memory"):
-        assert any(line.startswith(f"task=sst2 trainer={kind}") for line in lines), proc.stdout
+    assert lines[-2].startswith("metric_delta=") and "seed spread" in lines[-2]
+    runs = [line for line in lines if re.match(r"task=sst2 trainer=\S+ +seed=\d", line)]
+    assert [(re.search(r"trainer=(\S+)", r).group(1), re.search(r"seed=(\d)", r).group(1)) for r in runs] == \
+        [(k, s) for s in "01" for k in ALL]  # seed-major
     record = json.loads(out.read_text())
-    results = record["tasks"]["sst2"]["results"]
-    assert set(results) == {"fewdims", "trainer", "tuned", "tuned_kept_memory"}
-    for res in results.values():
-        assert res["train_examples_per_s"] > 0 and res["peak_rss_mb"] > 0 and 0 <= res["metric"] <= 1
+    assert record["complete"] and len(record["runs"]) == 8 and not any(r.get("error") for r in record["runs"])
+    for run in record["runs"]:
+        assert run["train_examples_per_s"] > 0 and run["peak_rss_mb"] > 0 and 0 <= run["metric"] <= 1
     assert record["matmul_peak"]["gflops_per_s"] > 0
-    assert results["fewdims"]["train_flops"] > 0
-    speedup, _, delta, kept = LAST_LINE.fullmatch(lines[-1]).groups()
-    assert float(kept) == pytest.approx(record["final"]["speedup_vs_tuned_kept_memory"], abs=0.01)
-    assert float(speedup) == pytest.approx(record["final"]["speedup_vs_trainer"], abs=0.01)
-    assert float(delta) == pytest.approx(record["final"]["metric_delta"], abs=0.01)
+    assert record["table"]["sst2"]["fewdims"]["share_of_peak"]["mean"] > 0
+    assert record["machine"]["cpu_model"] and record["machine"]["loadavg_after"] is not None
+    assert record["last_line"] == lines[-1] and record["spread_statement"] == lines[-2]
+    assert float(LAST_LINE.fullmatch(lines[-1]).group(1)) == pytest.approx(
+        record["final"]["speedup_vs_trainer"], abs=0.01)

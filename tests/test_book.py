@@ -19,7 +19,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / "scripts" / "build_book.py"
 CHECK = ROOT / "scripts" / "browser_check.py"
-CHAPTERS = ("setup", "token", "dimension", "layer", "freezing", "cross_finetune", "cka", "summary")
+CHAPTERS = ("glance", "setup", "token", "dimension", "layer", "freezing", "cross_finetune", "cka", "outliers",
+            "summary")
 EXPERIMENTS = ("token", "dimension", "layer", "freezing", "cross_finetune", "cka")
 BUILD_TIMEOUT = 45 * 60  # seconds; the smoke book takes a few minutes on a shared 2-core machine
 

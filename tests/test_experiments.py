@@ -199,19 +199,22 @@ def test_representations_are_cached_so_another_cka_variant_needs_no_weights(smok
     shutil.rmtree(weights_dir(config))
 
     # the same analysis from the cache alone equals what was computed with the model in memory
-    same = analyse_cached(config, [layer_analysis(params["requested"], reps, False)], profile.source)
+    tokens = params.get("tokens_requested", 10_000)
+    same = analyse_cached(config, [layer_analysis(params["requested"], reps, params["debiased"], profile.source,
+                                                  tokens)], profile.source)
     assert same == {"layers": record["extra"]["layers"]}
     # a new variant (debiased CKA, one representation) is re-analysed without weights and stored, and an error
     # recorded when the run trained is dropped once its analysis succeeds
     runner.store.update_extra(config, {"analysis_errors": ["layer_analysis: an earlier failure"]})
-    variant = layer_analysis(params["requested"], ("cls",), True)
+    variant = layer_analysis(params["requested"], ("cls",), not params["debiased"])
     updated = runner.run(config, [variant])
     assert runner.reanalysed == 1 and variant.satisfied_by(updated["extra"])
     assert "analysis_errors" not in updated["extra"]
     assert updated["metrics"] == record["metrics"]
     # an unreadable cache is not an error: without weights the analysis is simply not available
     representations_path(config, params["split"], n).write_bytes(b"not an npz")
-    assert analyse_cached(config, [layer_analysis(params["requested"], reps, True)], profile.source) is None
+    assert analyse_cached(config, [layer_analysis(params["requested"], reps, not params["debiased"],
+                                                  profile.source, tokens)], profile.source) is None
 
 
 def test_baseline_analyses_run_without_errors_on_a_regression_task(smoke_env):

@@ -18,7 +18,7 @@ import torch
 
 from .batching import collate, encode, sorted_batches
 from .cache import has_weights, load_representations, load_weights, representations_path, save_representations
-from .cka import cka_between, cka_matrix
+from .cka import cka_between, cka_matrix, cka_noise_floor, noise_floor_draws
 from .data import DataSource, load_split
 from .heads import Head, pool, predictions_from_logits
 from .metrics import compute_metrics, main_metric
@@ -47,19 +47,48 @@ def analysed_split(config, task) -> str:
     return (config.eval_splits or task.eval_splits)[0]
 
 
+def representation_split(config, task) -> str:
+    """Where layer_analysis takes the representations it compares: the held-out slice of the train split when the
+    run has one ('<train split>-heldout<rows>', never trained on, never the dev set the verdicts score), else the
+    first evaluation split (records made before runs had a held-out slice)."""
+    if getattr(config, "holdout_size", 0):
+        return f"{config.train_split}-heldout{config.holdout_size}"
+    return analysed_split(config, task)
+
+
 def _examples(n_rows: int, n: int) -> np.ndarray:
-    """A fixed subset of dev examples (the same for every model of a task) for representation analyses."""
+    """A fixed subset of the analysed examples (the same for every model of a task) for representation analyses."""
     return np.sort(np.random.default_rng(0).permutation(n_rows)[:min(n, n_rows)])
 
 
+TOKEN_SEED = 0
+
+
+def token_positions(lengths, n: int, seed: int = TOKEN_SEED) -> np.ndarray:
+    """(row, position) pairs, shape (m, 2), of m = min(n, available) token positions drawn without replacement,
+    uniformly over every non-padding position of the examples with these `lengths` except position 0 ([CLS]:
+    it has its own 'cls' rows, and at the embedding layer it is one constant vector). [SEP] positions are kept:
+    Phang et al.'s public code draws (with replacement) from every non-padding position. Sorted by row, then
+    position; it depends on the lengths and the seed only, so every model of a task (pretrained or fine-tuned)
+    and every layer is compared on the same positions."""
+    per_row = np.maximum(np.asarray(lengths, dtype=np.int64) - 1, 0)
+    ends = np.cumsum(per_row)
+    total = int(ends[-1]) if len(ends) else 0
+    picked = np.sort(np.random.default_rng(seed).choice(total, size=min(int(n), total), replace=False))
+    rows = np.searchsorted(ends, picked, side="right")
+    return np.stack([rows, picked - (ends[rows] - per_row[rows]) + 1], axis=1).astype(np.int64)
+
+
 @torch.inference_mode()
-def layer_outputs(model, encoded, accelerator, pad_id: int, keep: np.ndarray, representations=("cls", "mean")):
+def layer_outputs(model, encoded, accelerator, pad_id: int, keep: np.ndarray, representations=("cls", "mean"),
+                  tokens: np.ndarray | None = None):
     """One pass over `encoded` with every hidden state: head predictions per layer (layer dropping) and, for
-    the examples in `keep`, each layer's representations. Returns (preds[layer] array, reps[rep][layer] array)."""
+    the examples in `keep`, each layer's representations. Returns (preds[layer] array, reps[rep][layer] array).
+    'token' in `representations`: the vectors at the (row, position) pairs `tokens` (token_positions)."""
     model.eval()
-    keep_set = np.zeros(len(encoded), dtype=bool)
-    keep_set[keep] = True
-    preds, reps = None, {r: None for r in representations}
+    pooled = [r for r in representations if r != "token"]
+    preds, reps, tok = None, {r: None for r in pooled}, None
+    local = np.full(len(encoded), -1, dtype=np.int64)
     for index in sorted_batches(encoded.lengths, 128):
         batch = {k: v.to(accelerator.device) for k, v in collate(encoded, index, pad_id).items()}
         with accelerator.autocast():
@@ -77,7 +106,21 @@ def layer_outputs(model, encoded, accelerator, pad_id: int, keep: np.ndarray, re
             for r in reps:
                 vec = pool(hidden[layer], batch["input_ids"], batch["attention_mask"], r, (), True).float()
                 reps[r][layer][rows] = vec.cpu().numpy()
-    return preds, {r: [x[keep] for x in v] for r, v in reps.items()}
+        if "token" in representations:
+            if tok is None:
+                tok = [np.zeros((len(tokens), hidden[0].shape[-1]), dtype=np.float32) for _ in hidden]
+            local[rows] = np.arange(len(rows))
+            sel = np.nonzero(local[tokens[:, 0]] >= 0)[0]
+            if sel.size:
+                at = (torch.as_tensor(local[tokens[sel, 0]], device=hidden[0].device),
+                      torch.as_tensor(tokens[sel, 1], device=hidden[0].device))
+                for layer, h in enumerate(hidden):
+                    tok[layer][sel] = h[at].float().cpu().numpy()
+            local[rows] = -1
+    out = {r: [x[keep] for x in v] for r, v in reps.items()}
+    if "token" in representations:
+        out["token"] = tok
+    return preds, out
 
 
 def _varying(reps) -> list[int]:
@@ -104,14 +147,14 @@ def safe_cka_pairs(reps_a, reps_b, debiased=False) -> np.ndarray:
     return out
 
 
-def _pretrained_reps(config, encoded, accelerator, pad_id, keep, representations):
+def _pretrained_reps(config, encoded, accelerator, pad_id, keep, representations, tokens=None):
     from .heads import Classifier
     from .models import load_backbone
 
     backbone, _ = load_backbone(config.model)
     backbone.to(accelerator.device)
     probe = Classifier(backbone, Head(backbone.config.hidden_size, 1), "cls")
-    _, reps = layer_outputs(probe, encoded, accelerator, pad_id, keep, representations)
+    _, reps = layer_outputs(probe, encoded, accelerator, pad_id, keep, representations, tokens)
     return reps
 
 
@@ -120,54 +163,104 @@ def _nan_to_none(a: np.ndarray) -> list:
     return [_nan_to_none(x) if isinstance(x, np.ndarray) else (None if np.isnan(x) else float(x)) for x in a]
 
 
-def layer_analysis(n_examples: int, representations=("cls", "mean"), debiased: bool = False):
+def layer_analysis(n_examples: int, representations=("cls", "mean"), debiased: bool = False, source=None,
+                   n_tokens: int = 10_000):
     """CKA between all layer pairs (pretrained and fine-tuned) and layer dropping. Representations are computed
     once per model and cached locally, so another CKA variant (debiased, fewer representations) of a finished run
-    needs neither its weights nor a forward pass (`Analysis.from_cache`)."""
-    def summarise(task, split, keep, labels, preds, reps, pre) -> dict:
-        out = {"params": {"n_examples": int(len(keep)), "requested": n_examples,
-                          "representations": list(representations), "debiased": debiased, "split": split},
-               "layer_drop": [compute_metrics(task.name, p, labels) for p in preds]}
+    needs neither its weights nor a forward pass (`Analysis.from_cache`).
+
+    The representations come from the held-out slice of the train split when the run has one
+    (`representation_split`), else from the first evaluation split; layer dropping is always scored on the first
+    evaluation split. Representations: 'cls' and 'mean' for `n_examples` examples, 'token' for `n_tokens` sampled
+    token positions of every example of that split (`token_positions`; Phang et al.'s code samples 10,000).
+    params records for each representation its n, its width and the CKA noise floor at that size
+    (`cka_noise_floor`, with the same estimator). `source`: a DataSource or a glue_dir (for the held-out slice)."""
+    wants_tokens = "token" in representations
+    cached_keys = list(representations) + (["token_index", "token_request"] if wants_tokens else [])
+
+    def sizes(reps) -> dict:
+        out = {}
+        for r in representations:
+            n, width = (int(x) for x in np.shape(reps[r][0]))
+            floor = None
+            if n >= (4 if debiased else 2):
+                f = cka_noise_floor(n, width, debiased, draws=noise_floor_draws(n, width))
+                floor = {"mean": f.mean, "p95": f.p95, "draws": f.draws}
+            out[r] = {"n": n, "width": width, "noise_floor": floor}
+        return out
+
+    def summarise(task, rep_split, drop_split, keep, labels, preds, reps, pre) -> dict:
+        params = {"n_examples": int(len(keep)), "requested": n_examples, "representations": list(representations),
+                  "debiased": debiased, "split": rep_split, "drop_split": drop_split, "sizes": sizes(reps)}
+        if wants_tokens:
+            params["tokens_requested"] = n_tokens
+        out = {"params": params, "layer_drop": [compute_metrics(task.name, p, labels) for p in preds]}
         for r in representations:
             out[r] = {"finetuned": _nan_to_none(safe_cka_matrix(reps[r], debiased)),
                       "pretrained": _nan_to_none(safe_cka_matrix(pre[r], debiased)),
                       "pretrained_vs_finetuned": _nan_to_none(safe_cka_pairs(pre[r], reps[r], debiased))}
         return {"layers": out}
 
+    def with_tokens(reps, tokens) -> dict:
+        """reps plus what the cache needs to check the token rows: the (row, position) pairs and the request."""
+        if not wants_tokens:
+            return reps
+        return {**reps, "token_index": [tokens], "token_request": [np.array([n_tokens, TOKEN_SEED])]}
+
+    def same_tokens(cached, tokens=None) -> bool:
+        """Whether cached reps hold the token rows asked for (those of `tokens`, when given)."""
+        if not wants_tokens:
+            return True
+        index, request = cached["token_index"][0], cached["token_request"][0]
+        return list(request) == [n_tokens, TOKEN_SEED] and (tokens is None or np.array_equal(index, tokens))
+
     def run(model, context):
         config, task = context["config"], context["task"]
-        split = analysed_split(config, task)
-        encoded, acc, pad_id = context["eval"][split], context["accelerator"], context["pad_id"]
-        keep = _examples(len(encoded), n_examples)
-        path = representations_path(config, split, len(keep))
+        drop_split, rep_split = analysed_split(config, task), representation_split(config, task)
+        encoded, acc, pad_id = context["eval"][drop_split], context["accelerator"], context["pad_id"]
+        if rep_split == drop_split:
+            rep_enc = encoded
+        else:
+            full = load_split(task.name, config.train_split, source)
+            heldout = full.split_off(config.holdout_size, config.train_size, config.data_seed)[1]
+            rep_enc = encode(heldout, context["tokenizer"], config.max_length, config.model)
+        keep = _examples(len(rep_enc), n_examples)
+        tokens = token_positions(rep_enc.lengths, n_tokens) if wants_tokens else None
+        path = representations_path(config, rep_split, len(keep))
         # the record being written is new: its model's representations are recomputed, never read from a cache
-        preds, reps = layer_outputs(model, encoded, acc, pad_id, keep, representations)
-        save_representations(path, keep, preds, reps)
-        pre_path = representations_path(config, split, len(keep), pretrained=True)
-        cached = load_representations(pre_path, keep, representations, need_preds=False)
-        if cached is None:
-            pre = _pretrained_reps(config, encoded, acc, pad_id, keep, representations)
-            save_representations(pre_path, keep, None, pre)
+        if rep_enc is encoded:
+            preds, reps = layer_outputs(model, encoded, acc, pad_id, keep, representations, tokens)
+        else:
+            preds, _ = layer_outputs(model, encoded, acc, pad_id, keep[:0], ())
+            _, reps = layer_outputs(model, rep_enc, acc, pad_id, keep, representations, tokens)
+        save_representations(path, keep, preds, with_tokens(reps, tokens))
+        pre_path = representations_path(config, rep_split, len(keep), pretrained=True)
+        cached = load_representations(pre_path, keep, cached_keys, need_preds=False)
+        if cached is None or not same_tokens(cached[1], tokens):
+            pre = _pretrained_reps(config, rep_enc, acc, pad_id, keep, representations, tokens)
+            save_representations(pre_path, keep, None, with_tokens(pre, tokens))
         else:
             pre = cached[1]
-        return summarise(task, split, keep, encoded.labels, preds, reps, pre)
+        return summarise(task, rep_split, drop_split, keep, encoded.labels, preds, reps, pre)
 
     def from_cache(config, source) -> dict | None:
         task = get_task(config.task)
-        split = analysed_split(config, task)
-        labels = load_split(task.name, split, source).subset(config.eval_size, config.data_seed).labels
-        keep = _examples(len(labels), n_examples)
-        tuned = load_representations(representations_path(config, split, len(keep)), keep, representations, True)
-        pre = load_representations(representations_path(config, split, len(keep), True), keep, representations,
+        drop_split, rep_split = analysed_split(config, task), representation_split(config, task)
+        labels = load_split(task.name, drop_split, source).subset(config.eval_size, config.data_seed).labels
+        keep = _examples(config.holdout_size if rep_split != drop_split else len(labels), n_examples)
+        tuned = load_representations(representations_path(config, rep_split, len(keep)), keep, cached_keys, True)
+        pre = load_representations(representations_path(config, rep_split, len(keep), True), keep, cached_keys,
                                    False)
-        if tuned is None or pre is None:
+        if tuned is None or pre is None or not same_tokens(tuned[1]) or \
+                not same_tokens(pre[1], tuned[1]["token_index"][0] if wants_tokens else None):
             return None
-        return summarise(task, split, keep, labels, tuned[0], tuned[1], pre[1])
+        return summarise(task, rep_split, drop_split, keep, labels, tuned[0], tuned[1], pre[1])
 
     def satisfied_by(extra) -> bool:
         params = extra.get("layers", {}).get("params", {})
         return params.get("n_examples") is not None and params["representations"] == list(representations) and \
-            params["debiased"] == debiased and params["requested"] == n_examples
+            params["debiased"] == debiased and params["requested"] == n_examples and \
+            (not wants_tokens or params.get("tokens_requested") == n_tokens)
 
     return Analysis("layer_analysis", run, satisfied_by, from_cache)
 

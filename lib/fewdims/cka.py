@@ -161,12 +161,34 @@ def _contrast(m: np.ndarray, split: int) -> float:
     return float(m[same].mean() - m[block[:, None] != block[None, :]].mean())
 
 
-def best_split(matrix) -> tuple[int, float]:
-    """Split index s in 1..L-1 that maximises the two-block contrast (see `_contrast`), and that contrast."""
+def best_split(matrix, min_block: int = 1) -> tuple[int, float]:
+    """Split index s that maximises the two-block contrast (see `_contrast`), and that contrast. Both blocks
+    [0, s) and [s, L) span at least `min_block` layers (1: s in 1..L-1; 2: a cluster of one layer is no block)."""
     m = _check_square(matrix)
-    scores = [_contrast(m, s) for s in range(1, len(m))]
+    if not isinstance(min_block, (int, np.integer)) or isinstance(min_block, bool) or min_block < 1:
+        raise FewdimsError(f"min_block must be an integer >= 1, got {min_block!r}")
+    if len(m) < 2 * min_block:
+        raise FewdimsError(f"a {len(m)} x {len(m)} matrix has no split into two blocks of at least {min_block} "
+                           f"layers; it needs at least {2 * min_block} layers")
+    splits = range(min_block, len(m) - min_block + 1)
+    scores = [_contrast(m, s) for s in splits]
     best = int(np.argmax(scores))  # first maximum on ties
-    return best + 1, float(scores[best])
+    return splits[best], float(scores[best])
+
+
+def block_means(matrix, split: int) -> tuple[float, float, float]:
+    """(mean similarity within the lower block [0, split), within the upper block [split, L), between them),
+    diagonal excluded; NaN for a block of one layer (it has no off-diagonal pair)."""
+    m = _check_square(matrix)
+    if not 0 < split < len(m):
+        raise FewdimsError(f"split must lie in 1..{len(m) - 1} for a {len(m)} x {len(m)} matrix, got {split!r}")
+
+    def within(block: np.ndarray) -> float:
+        if len(block) < 2:
+            return float("nan")
+        return float(block[~np.eye(len(block), dtype=bool)].mean())
+
+    return within(m[:split, :split]), within(m[split:, split:]), float(m[:split, split:].mean())
 
 
 def block_boundaries(matrix, threshold: float | None = None) -> list[int]:
@@ -197,6 +219,12 @@ def block_boundaries(matrix, threshold: float | None = None) -> list[int]:
 
     segment(0, len(m))
     return sorted(found)
+
+
+def noise_floor_draws(n: int, d: int) -> int:
+    """How many Gaussian pairs `cka_noise_floor` needs at this size: 20 up to n * d ~ 200,000 (n=500, d=384), fewer
+    (at least 5) for larger matrices, whose chance CKA varies less from draw to draw (n=10,000, d=384: 5)."""
+    return int(np.clip(4e6 // max(1, n * d), 5, 20))
 
 
 class CkaNoiseFloor(NamedTuple):

@@ -3,6 +3,8 @@
   python -m fewdims data --task rte --glue-dir ../shared/glue     row counts and label distribution per split
   python -m fewdims grid --profile cpu                           compute every missing run of the profile's grid
   python -m fewdims grid --profile paper --dry-run               list the runs and their estimated cost
+  python -m fewdims grid --profile paper --ray HEAD:6379         spread the missing runs over a Ray cluster
+  python -m fewdims grid --profile smoke --ray --workers 2       ... over a local Ray cluster of 2 runs at a time
   python -m fewdims reproduce --profile cpu --runs 2             re-run stored runs and compare their metrics
 """
 from __future__ import annotations
@@ -28,11 +30,14 @@ def cmd_grid(args) -> None:
     from .runner import Runner, estimate_flops
 
     profile = load_profile(args.profile, task=args.task)
+    for name in args.experiments or ():
+        if name not in GRID_ORDER:
+            raise FewdimsError(f"unknown experiment {name!r}; choose from {', '.join(GRID_ORDER)}")
+    if args.ray is not None and not args.dry_run:
+        return cmd_grid_ray(args, profile)
     runner = Runner(profile, dry_run=args.dry_run, verbose=True)
     t0 = time.perf_counter()
     for name in args.experiments or GRID_ORDER:
-        if name not in GRID_ORDER:
-            raise FewdimsError(f"unknown experiment {name!r}; choose from {', '.join(GRID_ORDER)}")
         open_chapter(name, profile, runner).results()
         print(f"{name}: {runner.summary()}", flush=True)
     if args.dry_run:
@@ -43,8 +48,30 @@ def cmd_grid(args) -> None:
               f"~{flops / 100e12 / 3600:.1f} GPU-hours at an effective 100 TFLOP/s; "
               f"~{sum(runner.estimate(c) for c in runner.planned) / 3600:.1f} h on this machine "
               f"{runner.throughput_note()}")
+        if args.workers:  # an estimate: runs spread evenly, the adaptive stages' waits not counted
+            print(f"with {args.workers} runs at a time: ~{flops / 100e12 / 3600 / args.workers:.1f} h on GPUs at "
+                  f"100 TFLOP/s each, ~{sum(runner.estimate(c) for c in runner.planned) / 3600 / args.workers:.1f} h "
+                  "on machines like this one (estimate)")
     else:
         print(f"grid {profile.name}: {runner.summary()}; wall time {(time.perf_counter() - t0) / 60:.1f} min")
+
+
+def cmd_grid_ray(args, profile) -> None:
+    """The grid on Ray (fewdims.cluster): exit status 1 when a run failed, 130 when interrupted."""
+    from .cluster import run_grid
+
+    try:
+        report = run_grid(profile, args.experiments, address=args.ray if args.ray not in ("", "local") else None,
+                          workers=args.workers,
+                          cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run,
+                          shared_cache=args.shared_cache, max_retries=args.max_retries, max_runs=args.max_runs)
+    except KeyboardInterrupt:
+        print("grid interrupted; only complete records were written: run the same command to go on",
+              file=sys.stderr)
+        sys.exit(130)
+    print(f"grid {profile.name}: {report.summary()}", flush=True)
+    if report.failed:
+        sys.exit(1)
 
 
 def cmd_reproduce(args) -> None:
@@ -68,6 +95,22 @@ def main(argv=None) -> None:
     p.add_argument("--experiments", nargs="*", default=None, help=f"subset of {', '.join(GRID_ORDER)}")
     p.add_argument("--dry-run", action="store_true")
     p.add_argument("--list", action="store_true", help="with --dry-run: print every planned run")
+    g = p.add_argument_group("on a Ray cluster (pip install -e '.[cluster]'; see the README)")
+    g.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="run each missing run as a Ray task: on the cluster at ADDRESS (HOST:6379, 'auto', "
+                        "ray://HOST:10001), or without ADDRESS (or 'local') on a local Ray cluster started here")
+    g.add_argument("--workers", type=int, default=None,
+                   help="local cluster: runs at a time (default: CPUs / --cpus-per-run; one per GPU)")
+    g.add_argument("--cpus-per-run", type=int, default=None,
+                   help="CPU threads of one run (default: 1 for small models, 4 for BERT-base; on GPUs the "
+                        "CPUs shared out among the GPUs)")
+    g.add_argument("--gpus-per-run", type=float, default=None,
+                   help="GPUs of one run (default: 1 when the cluster has GPUs, else 0)")
+    g.add_argument("--shared-cache", default=None, metavar="PATH",
+                   help="cache directory every worker reads and writes (weights of baselines and stage-A runs); "
+                        "default $FEWDIMS_CACHE or data/cache, right for a local cluster")
+    g.add_argument("--max-retries", type=int, default=3, help="retries of a run whose worker died (default 3)")
+    g.add_argument("--max-runs", type=int, default=None, help="stop after this many records (go on later)")
     p.set_defaults(func=cmd_grid)
     p = sub.add_parser("reproduce", help="re-run randomly chosen stored runs and compare their metrics")
     p.add_argument("--profile", default="cpu")

@@ -28,6 +28,8 @@ DPI = 110
 PALETTE = sns.color_palette("colorblind")
 MAJORITY_STYLE = dict(color="0.35", linestyle="--", linewidth=1.0)
 UNDEFINED_NOTE = "hatched cells: undefined (e.g. the embedding layer's [CLS] vector is the same for every input)"
+BELOW_FLOOR_COLOR = "0.85"  # heatmap cells below a noise floor
+NOT_LEARNED_COLOR = "0.6"   # a layer-dropping panel of a task the model did not learn
 
 NAMES = {  # display names of variants used across notebooks
     "cls": "CLS", "max_norm": "max-norm token", "mean": "mean of tokens", "max": "element-wise max",
@@ -118,13 +120,28 @@ def _seed_points(ax, pos: float, values, below, width: float, rng) -> None:
 
 
 # -- scores --------------------------------------------------------------------------------------------------------
+def _spread(g: pd.DataFrame, y: str) -> tuple[float, float] | None:
+    """(low, high) drawn around a group's mean: for y='score' its 95 % interval (verdicts.score_interval: a
+    bootstrap over dev examples and runs where the runs stored predictions, else a t-interval over the runs), for
+    any other column mean ± one standard deviation; None when there is none (one run without predictions)."""
+    from .verdicts import defined, score_interval
+
+    if y == "score":
+        iv = score_interval(g)
+        return (iv.low, iv.high) if defined(iv) else None
+    if len(g) < 2:
+        return None
+    mean, std = float(g[y].mean()), float(g[y].std(ddof=1))
+    return mean - std, mean + std
+
+
 def score_bars(df: pd.DataFrame, x: str = "task", hue: str | None = "variant", y: str = "score",
                col: str | None = None, order=None, hue_order=None, col_order=None, labels: dict | None = None,
                title: str = "Scores", xlabel: str | None = None, ylabel: str = "score (points of the task's metric)",
                ncols: int = 3, panel_height: float = PANEL_HEIGHT, kind: str = "bar", majority: bool = True,
                legend_title: str | None = None, rotate: int | None = None) -> Figure:
-    """Mean over seeds (bar, or a dot with kind='dot') ± one standard deviation (error bar, when there are at
-    least two runs), every run as a point (an 'x' when at or below the majority baseline), and the majority
+    """Mean over seeds (bar, or a dot with kind='dot') with its 95 % interval as the error bar (`_spread`; none for
+    one run without predictions), every run as a point (an 'x' when at or below the majority baseline), and the majority
     baseline of each x as a dashed line. `col` makes one panel per value (e.g. per task); `labels` renames
     x / hue values for display."""
     data = _valid(df, y)
@@ -148,14 +165,15 @@ def score_bars(df: pd.DataFrame, x: str = "task", hue: str | None = "variant", y
                 if g.empty:
                     continue
                 pos = i - 0.4 + width * (j + 0.5)
-                mean, std = g[y].mean(), g[y].std(ddof=1) if len(g) > 1 else math.nan
+                mean, spread = g[y].mean(), _spread(g, y)
                 color = colors[hv] if hue else colors_for(xs)[xv]
                 if kind == "bar":
                     ax.bar(pos, mean, width * 0.9, color=color, alpha=0.85, zorder=2)
                 else:
                     ax.scatter(pos, mean, s=40, color=color, marker="D", zorder=3, edgecolor="black", linewidth=0.5)
-                if not math.isnan(std):
-                    ax.errorbar(pos, mean, yerr=std, color="black", capsize=2.5, linewidth=1, zorder=3)
+                if spread is not None:
+                    err = [[max(mean - spread[0], 0.0)], [max(spread[1] - mean, 0.0)]]
+                    ax.errorbar(pos, mean, yerr=err, color="black", capsize=2.5, linewidth=1, zorder=3)
                 below = g["at_or_below_majority"] if "at_or_below_majority" in g else np.zeros(len(g), bool)
                 _seed_points(ax, pos, g[y], below, width, rng)
             if majority and "majority" in d and d.loc[d[x] == xv, "majority"].notna().any():
@@ -182,8 +200,8 @@ def layer_curves(df: pd.DataFrame, x: str = "layer_index", hue: str = "variant",
                  col: str = "task", title: str = "Score when the head reads one layer",
                  xlabel: str = "layer (0 = embeddings)", ylabel: str = "score (points)", ncols: int = 3,
                  hue_order=None) -> Figure:
-    """One panel per task: mean over seeds per layer for each variant (band: ± one std when there are several
-    seeds), every run as a point, the majority baseline dashed."""
+    """One panel per task: mean over seeds per layer for each variant (band: its 95 % interval, `_spread`, where
+    there is one), runs at or below the majority baseline as crosses, the majority baseline dashed."""
     data = _valid(df, y)
     if data.empty:
         return message_figure(title, "no stored results to draw")
@@ -199,11 +217,13 @@ def layer_curves(df: pd.DataFrame, x: str = "layer_index", hue: str = "variant",
             g = d[d[hue] == hv]
             if g.empty:
                 continue
-            stats = g.groupby(x)[y].agg(["mean", "std", "count"]).sort_index()
+            stats = g.groupby(x)[y].agg(["mean", "count"]).sort_index()
             ax.plot(stats.index, stats["mean"], marker="o", markersize=3.5, color=colors[hv], label=str(hv), zorder=3)
-            if (stats["count"] > 1).any():
-                ax.fill_between(stats.index, stats["mean"] - stats["std"].fillna(0),
-                                stats["mean"] + stats["std"].fillna(0), color=colors[hv], alpha=0.2, linewidth=0)
+            spreads = {xv: _spread(g[g[x] == xv], y) for xv in stats.index}
+            if any(v is not None for v in spreads.values()):
+                low = [spreads[xv][0] if spreads[xv] else m for xv, m in stats["mean"].items()]
+                high = [spreads[xv][1] if spreads[xv] else m for xv, m in stats["mean"].items()]
+                ax.fill_between(stats.index, low, high, color=colors[hv], alpha=0.2, linewidth=0)
             below = g["at_or_below_majority"].astype(bool) if "at_or_below_majority" in g else \
                 pd.Series(False, index=g.index)
             if below.any():
@@ -233,9 +253,10 @@ def _as_array(matrix) -> np.ndarray:
 def heatmap(matrix, labels=None, ax=None, title: str = "", vmin: float | None = 0.0, vmax: float | None = 1.0,
             cmap: str = "viridis", annotate: bool | None = None, fmt: str = ".2f", colorbar: bool = True,
             xlabel: str = "layer", ylabel: str = "layer", note: bool = True, center: float | None = None,
-            colorbar_label: str = "") -> Figure:
+            colorbar_label: str = "", floor: float | None = None, annot_size: float = 7) -> Figure:
     """A matrix as coloured cells; None/NaN cells are left blank (hatched) and, with `note`, a line under the
-    figure says what they mean. Annotated with values when the matrix is small (<= 8 x 8) unless told."""
+    figure says what they mean. Annotated with values when the matrix is small (<= 8 x 8) unless told. `floor`:
+    cells below it (e.g. a CKA noise floor) are drawn light grey instead of coloured, their values still written."""
     m = _as_array(matrix)
     own = ax is None
     if own:
@@ -251,6 +272,11 @@ def heatmap(matrix, labels=None, ax=None, title: str = "", vmin: float | None = 
         vmin, vmax = center - spread, center + spread
     cm = mpl.colormaps[cmap].with_extremes(bad="white")
     image = ax.imshow(np.ma.masked_invalid(m), cmap=cm, vmin=vmin, vmax=vmax, aspect="equal", origin="upper")
+    below = np.isfinite(m) & (m < floor) if floor is not None else np.zeros(m.shape, dtype=bool)
+    if below.any():
+        grey = mpl.colors.ListedColormap([BELOW_FLOOR_COLOR])
+        ax.imshow(np.ma.masked_where(~below, np.zeros(m.shape)), cmap=grey, vmin=0, vmax=1, aspect="equal",
+                  origin="upper")
     for i, j in zip(*np.where(~np.isfinite(m))):
         ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///", edgecolor="0.75", linewidth=0))
     if annotate is None:
@@ -260,9 +286,9 @@ def heatmap(matrix, labels=None, ax=None, title: str = "", vmin: float | None = 
         for i in range(n_rows):
             for j in range(n_cols):
                 if np.isfinite(m[i, j]):
-                    dark = cm(norm(m[i, j]))
+                    dark = mpl.colors.to_rgba(BELOW_FLOOR_COLOR) if below[i, j] else cm(norm(m[i, j]))
                     lum = 0.299 * dark[0] + 0.587 * dark[1] + 0.114 * dark[2]
-                    ax.text(j, i, format(m[i, j], fmt), ha="center", va="center", fontsize=7,
+                    ax.text(j, i, format(m[i, j], fmt), ha="center", va="center", fontsize=annot_size,
                             color="black" if lum > 0.5 else "white")
     rotate = sum(len(s) for s in labels) > 6 * n_cols and max(len(s) for s in labels) > 6
     ax.set_xticks(range(n_cols), labels, rotation=45 if rotate else 0, ha="right" if rotate else "center")
@@ -281,39 +307,52 @@ def heatmap(matrix, labels=None, ax=None, title: str = "", vmin: float | None = 
     return fig
 
 
-def cka_grid(cka: dict, representation: str = "cls", ncols: int = 3, title: str | None = None) -> Figure:
-    """For each task, the CKA of every pair of layers in the pretrained model (upper row) and the fine-tuned model
-    (lower row), one colour scale 0..1 for all panels; undefined cells hatched."""
-    title = title or f"Linear CKA between layers ({representation} representation): pretrained vs fine-tuned"
-    entries = [(t, e["layers"][representation]) for t, e in (cka or {}).items()
+def cka_grid(cka: dict, representation: str = "cls", ncols: int = 2, title: str | None = None) -> Figure:
+    """One row per task: the CKA of every pair of layers in the pretrained model (left) and the fine-tuned model
+    (right), each panel at least 3 inches wide, one colour scale 0..1, values written in the cells up to 13 x 13
+    layers; undefined cells hatched; cells below the noise floor at that task's size and estimator (its 95th
+    percentile, chapters.cka.noise_floor) drawn light grey, the floor marked on the row's colour bar. `ncols` is
+    kept for callers and ignored (the pair of panels is the row)."""
+    from .chapters.cka import REPRESENTATION_NAMES, estimator, noise_floor
+
+    title = title or (f"Linear CKA between layers ({REPRESENTATION_NAMES.get(representation, representation)}): "
+                      "pretrained vs fine-tuned")
+    entries = [(t, e, e["layers"][representation]) for t, e in (cka or {}).items()
                if (e or {}).get("layers") and representation in e["layers"]]
     if not entries:
         return message_figure(title, f"no stored CKA matrices for the {representation!r} representation")
-    chunks = [entries[i:i + ncols] for i in range(0, len(entries), ncols)]
-    cols = min(ncols, len(entries))
-    size = min(2.3, PAGE_WIDTH / cols - 0.25)
-    fig, axes = _figure(2 * len(chunks), cols, height=2 * len(chunks) * (size + 0.35) + 0.8,
-                        width=min(PAGE_WIDTH, cols * (size + 0.5) + 1.6))
-    undefined = False
-    image = None
-    for c, chunk in enumerate(chunks):
-        for j in range(cols):
-            for r, kind in enumerate(("pretrained", "finetuned")):
-                ax = axes[2 * c + r, j]
-                if j >= len(chunk):
-                    ax.set_visible(False)
-                    continue
-                task, rep = chunk[j]
-                m = _as_array(rep[kind])
-                undefined |= not np.isfinite(m).all()
-                heatmap(m, ax=ax, colorbar=False, note=False, annotate=len(m) <= 4,
-                        title=f"{task}: {'pretrained' if kind == 'pretrained' else 'fine-tuned'}",
-                        xlabel="layer", ylabel="layer" if j == 0 else "")
-                image = ax.images[0]
-    if image is not None:
-        fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.6, label="linear CKA")
+    panel = 3.5  # inches per heatmap cell of the layout (constrained layout leaves each square >= 3 inches)
+    fig, axes = _figure(len(entries), 2, height=len(entries) * (panel + 0.75) + 0.9, width=2 * panel + 1.3)
+    undefined = floored = False
+    kind = estimator(cka)
+    for r, (task, entry, rep) in enumerate(entries):
+        floor = noise_floor(entry, representation)
+        image = None
+        for j, key in enumerate(("pretrained", "finetuned")):
+            ax = axes[r, j]
+            m = _as_array(rep[key])
+            undefined |= not np.isfinite(m).all()
+            floored |= floor is not None and bool((np.isfinite(m) & (m < floor["p95"])).any())
+            heatmap(m, ax=ax, colorbar=False, note=False, annotate=len(m) <= 13, floor=floor and floor["p95"],
+                    annot_size=max(4.5, min(8.0, 56.0 / len(m))),
+                    title=f"{task}: {'pretrained' if key == 'pretrained' else 'fine-tuned'}",
+                    xlabel="layer (0 = embeddings)", ylabel="layer" if j == 0 else "")
+            image = ax.images[0]
+        label = f"{kind} CKA" + (f"; n = {floor['n']:,}" if floor else "")
+        bar = fig.colorbar(image, ax=axes[r, :].tolist(), shrink=0.85, fraction=0.04, pad=0.03, label=label)
+        if floor is not None:  # a red line across the bar, labelled on its left
+            bar.ax.axhline(floor["p95"], color="#d62728", linewidth=2)
+            bar.ax.set_yticks([floor["p95"]], labels=[f"floor {floor['p95']:.2f}"], minor=True)
+            bar.ax.tick_params(which="minor", left=True, labelleft=True, right=False, labelright=False,
+                               labelsize=7, labelcolor="#d62728", color="#d62728", length=3)
+    notes = []
+    if floored:
+        notes.append("grey cells: below the noise floor (95th percentile of CKA between independent Gaussian "
+                     "matrices of the same size, same estimator; red mark on each colour bar)")
     if undefined:
-        fig.text(0.0, -0.005, UNDEFINED_NOTE, fontsize=7, color="0.35", ha="left", va="top")
+        notes.append(UNDEFINED_NOTE)
+    if notes:
+        fig.text(0.0, -0.005, "\n".join(notes), fontsize=7, color="0.35", ha="left", va="top")
     fig.suptitle(title)
     return fig
 
@@ -321,14 +360,22 @@ def cka_grid(cka: dict, representation: str = "cls", ncols: int = 3, title: str 
 def cka_layer_curves(cka: dict, representation: str = "cls",
                      title: str = "How much fine-tuning changes each layer") -> Figure:
     """CKA between layer l of the pretrained model and layer l of the fine-tuned model, one line per task
-    (1 = the same representation up to rotation and scale; lower = changed more)."""
+    (1 = the same representation up to rotation and scale; lower = changed more); a grey band up to the highest
+    task's noise floor (chapters.cka.noise_floor), where a value cannot be told from unrelated representations."""
     lines = [(t, e["layers"][representation]["pretrained_vs_finetuned"]) for t, e in (cka or {}).items()
              if (e or {}).get("layers") and representation in e["layers"]]
     if not lines:
         return message_figure(title, f"no stored CKA values for the {representation!r} representation")
+    from .chapters.cka import noise_floor
+
     fig, axes = _figure(height=3.0, width=PAGE_WIDTH * 0.8)
     ax = axes[0, 0]
     colors = colors_for([t for t, _ in lines])
+    floors = [f["p95"] for f in (noise_floor(e, representation) for e in (cka or {}).values()
+                                 if (e or {}).get("layers") and representation in e["layers"]) if f]
+    if floors:  # the highest task's floor: below it a value cannot be told from unrelated representations
+        ax.axhspan(min(0.0, min(floors)), max(floors), color=BELOW_FLOOR_COLOR, alpha=0.6, linewidth=0, zorder=0,
+                   label=f"below the noise floor (up to {max(floors):.2f})")
     for task, values in lines:
         v = np.array([np.nan if x is None else x for x in values], dtype=float)
         ax.plot(range(len(v)), v, marker="o", markersize=3.5, color=colors[task], label=task)
@@ -342,26 +389,56 @@ def cka_layer_curves(cka: dict, representation: str = "cls",
     return fig
 
 
+def _score_limits(values, min_span: float = 10.0, pad: float = 0.08) -> tuple[float, float]:
+    """y-limits spanning `values` (scores, the full model, the majority baseline) with a margin, and at least
+    `min_span` points, so that a difference of a fraction of a point is not blown up to fill the panel."""
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=float)
+    lo, hi = (float(v.min()), float(v.max())) if v.size else (0.0, 1.0)
+    if hi - lo < min_span:
+        mid = (hi + lo) / 2
+        lo, hi = mid - min_span / 2, mid + min_span / 2
+    margin = pad * (hi - lo)
+    return lo - margin, hi + margin
+
+
 def layer_drop_curves(table: pd.DataFrame, tolerance: float = 1.0, ncols: int = 3,
                       title: str = "Dropping the top layers: the fine-tuned head on a lower layer") -> Figure:
     """One panel per task: dev score when the fine-tuned head reads layer i (the layers above are dropped, no
-    re-tuning), the full model's score and a band `tolerance` points below it, and the majority baseline."""
+    re-tuning), the full model's score and a band `tolerance` points below it, and the majority baseline. A task
+    whose full model is at or below the majority baseline (column `informative` False, else computed from `full`
+    and `majority`) is drawn grey with 'model did not learn this task' and no band. The y-axis spans the scores,
+    the full model and the majority baseline with a margin, and at least 10 points."""
+    from .chapters.cka import NOT_LEARNED
+    from .verdicts import informative
+
     data = _valid(table, "score")
     if data.empty:
         return message_figure(title, "no stored layer-dropping results")
     tasks = _unique(data["task"])
     nrows, ncols = _grid(len(tasks), ncols)
     fig, axes = _figure(nrows, ncols, height=PANEL_HEIGHT * nrows + 0.8)
+    any_grey = False
     for ax, task in zip(axes.flat, tasks):
         d = data[data["task"] == task].sort_values("layers_kept")
         full = float(d["full"].iloc[0])
-        ax.axhspan(full - tolerance, full, color=PALETTE[2], alpha=0.18, linewidth=0)
-        ax.axhline(full, color=PALETTE[2], linewidth=1)
-        ax.plot(d["layers_kept"], d["score"], marker="o", markersize=3.5, color=PALETTE[0], zorder=3)
-        if "majority" in d and d["majority"].notna().any():
-            ax.axhline(d["majority"].iloc[0], **MAJORITY_STYLE)
-        n = int(d["droppable"].iloc[0])
-        ax.set_title(f"{task}: {n} top layer{'s' if n != 1 else ''} droppable")
+        majority = float(d["majority"].iloc[0]) if "majority" in d and d["majority"].notna().any() else math.nan
+        learned = bool(d["informative"].iloc[0]) if "informative" in d else informative(full, majority)
+        if learned:
+            ax.axhspan(full - tolerance, full, color=PALETTE[2], alpha=0.18, linewidth=0)
+            ax.axhline(full, color=PALETTE[2], linewidth=1)
+            ax.plot(d["layers_kept"], d["score"], marker="o", markersize=3.5, color=PALETTE[0], zorder=3)
+            n = int(d["droppable"].iloc[0])
+            ax.set_title(f"{task}: {n} top layer{'s' if n != 1 else ''} droppable")
+        else:
+            any_grey = True
+            ax.set_facecolor("0.95")
+            ax.plot(d["layers_kept"], d["score"], marker="o", markersize=3.5, color=NOT_LEARNED_COLOR, zorder=3)
+            ax.text(0.5, 0.85, NOT_LEARNED, transform=ax.transAxes, ha="center", va="center", fontsize=9,
+                    color="0.3", bbox=dict(facecolor="white", edgecolor="0.7", boxstyle="round,pad=0.3"))
+            ax.set_title(f"{task}: not learned", color="0.35")
+        if np.isfinite(majority):
+            ax.axhline(majority, **MAJORITY_STYLE)
+        ax.set_ylim(*_score_limits(list(d["score"]) + [full, majority] + ([full - tolerance] if learned else [])))
         ax.set_xticks(d["layers_kept"].tolist())
         ax.set_xlabel("layers kept (0 = embeddings)")
         ax.set_ylabel("dev score (points)")
@@ -370,7 +447,10 @@ def layer_drop_curves(table: pd.DataFrame, tolerance: float = 1.0, ncols: int = 
                Line2D([], [], color=PALETTE[2], label="full model"),
                Patch(color=PALETTE[2], alpha=0.18, label=f"within {tolerance:g} point of full"),
                Line2D([], [], **MAJORITY_STYLE, label="majority-class baseline")]
-    fig.legend(handles=handles, loc="outside lower center", ncol=4, frameon=False)
+    if any_grey:
+        handles.append(Line2D([], [], color=NOT_LEARNED_COLOR, marker="o", markersize=3.5,
+                              label=f"{NOT_LEARNED} (full model at or below majority)"))
+    fig.legend(handles=handles, loc="outside lower center", ncol=3 if any_grey else 4, frameon=False)
     fig.suptitle(title)
     return fig
 
@@ -443,7 +523,8 @@ def scan_histogram(scan: pd.DataFrame, reference: dict | None = None, majority: 
             ax.axvline(majority[r["task"]], **MAJORITY_STYLE)
             drawn["majority"] = True
         ax.set_ylim(-0.03, 1.1)
-        ax.set_title(f"{r['task']}: {int(r['pairs']):,} pairs in {float(r['seconds']):.1f} s")
+        # the seconds are how long the scan took, not a property of the model: they belong in the text, not here
+        ax.set_title(f"{r['task']}: all {int(r['pairs']):,} pairs")
         ax.set_xlabel(f"pair's dev {r.get('score', 'score')} (points)")
         ax.set_ylabel("fraction of pairs ≤ x")
     _hide_unused(axes, len(tasks))
@@ -456,6 +537,18 @@ def scan_histogram(scan: pd.DataFrame, reference: dict | None = None, majority: 
     fig.legend(handles=handles, loc="outside lower center", ncol=4, frameon=False)
     fig.suptitle(title)
     return fig
+
+
+MIN_SPAN_POINTS = 10.0  # a score axis spans at least this much, so noise of a few tenths does not look like an effect
+
+
+def _min_span(ax, values) -> None:
+    """Widen a score axis to MIN_SPAN_POINTS around its data when the data span less."""
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    if len(values) and values.max() - values.min() < MIN_SPAN_POINTS:
+        mid = (values.max() + values.min()) / 2
+        ax.set_ylim(mid - MIN_SPAN_POINTS / 2, mid + MIN_SPAN_POINTS / 2)
 
 
 def importance_plot(scan: pd.DataFrame, highlight: dict | None = None, ncols: int = 3, label_top: int = 5,
@@ -479,6 +572,7 @@ def importance_plot(scan: pd.DataFrame, highlight: dict | None = None, ncols: in
         if marked:
             ranks = [int(np.where(order == d)[0][0]) for d in marked]
             ax.scatter(ranks, imp[marked], color=PALETTE[3], s=18, zorder=4)
+        _min_span(ax, imp)
         ax.set_title(str(r["task"]))
         ax.set_xlabel("dimensions, best first")
         ax.set_ylabel("best pair score (points)")
@@ -604,5 +698,212 @@ def compute_bars(runs: pd.DataFrame, title: str = "Compute time of the stored ru
     ax.set_xlabel("minutes (training + evaluation + analyses)")
     ax.set_ylabel("experiment (first use)")
     ax.legend(title="task", loc="lower right", frameon=False)
+    fig.suptitle(title)
+    return fig
+
+
+# -- the outliers chapter --------------------------------------------------------------------------------------------
+def _whisker(ax, x, est, low, high, color, marker="o", size=5.0, zorder=3, label=None) -> None:
+    """A point with its 95 % interval as a vertical line (nothing drawn for a missing estimate)."""
+    if est is None or (isinstance(est, float) and math.isnan(est)):
+        return
+    if not (math.isnan(low) or math.isnan(high)):
+        ax.plot([x, x], [low, high], color=color, linewidth=1.3, zorder=zorder, solid_capstyle="butt")
+    ax.plot([x], [est], marker=marker, color=color, markersize=size, linestyle="", zorder=zorder + 1,
+            markeredgecolor="black", markeredgewidth=0.4, label=label)
+
+
+def concentration_intervals(conc: pd.DataFrame, hidden: int, top: int = 3, rogue: float = 0.5,
+                            title: str | None = None) -> Figure:
+    """Left: share of the total variance held by the `top` highest-variance dimensions; right: share of the
+    expected cosine similarity held by the `top` largest contributors (Timkey & van Schijndel's decomposition); per
+    task, for the pretrained and the fine-tuned model's [CLS] and mean-pooled vectors, with 95 % bootstrap
+    intervals. Null: top / hidden, the share if every dimension contributed equally (grey dashed); the rogue
+    threshold on the right (red dotted)."""
+    title = title or f"How much the top {top} dimensions hold of the variance and of the cosine similarity"
+    data = _valid(conc, "estimate")
+    if data.empty:
+        return message_figure(title, "no stored outliers analysis")
+    data = data[data["top"] == top]
+    tasks = _unique(data["task"])
+    groups = _unique(list(zip(data["model"], data["representation"])))
+    colors = colors_for(groups)
+    fig, axes = _figure(1, 2, height=PANEL_HEIGHT + 1.3)
+    width = 0.8 / max(1, len(groups))
+    for ax, measure, label in zip(axes.flat, ("variance", "cosine"),
+                                  ("share of the variance", "share of the expected cosine")):
+        d = data[data["measure"] == measure]
+        for i, task in enumerate(tasks):
+            for j, group in enumerate(groups):
+                g = d[(d["task"] == task) & (d["model"] == group[0]) & (d["representation"] == group[1])]
+                if len(g):
+                    r = g.iloc[0]
+                    _whisker(ax, i - 0.4 + width * (j + 0.5), r["estimate"], r["low"], r["high"], colors[group],
+                             marker="o" if group[0] == "pretrained" else "s")
+        ax.axhline(top / hidden, zorder=1, **MAJORITY_STYLE)
+        if measure == "cosine":
+            ax.axhline(rogue, color="#d62728", linestyle=":", linewidth=1.2, zorder=1)
+        ax.set_xticks(range(len(tasks)), tasks, rotation=30 if len(tasks) > 3 else 0,
+                      ha="right" if len(tasks) > 3 else "center")
+        ax.set_xlim(-0.6, len(tasks) - 0.4)
+        ax.grid(axis="x", visible=False)
+        ax.set_xlabel("task (held-out train sentences)")
+        ax.set_ylabel(f"{label} (top {top})")
+        ax.set_title("variance" if measure == "variance" else "expected cosine similarity")
+    handles = [Line2D([], [], color=colors[g], marker="o" if g[0] == "pretrained" else "s", linestyle="-",
+                      markeredgecolor="black", markeredgewidth=0.4, label=f"{g[0]}, {g[1]}") for g in groups]
+    handles += [Line2D([], [], **MAJORITY_STYLE, label=f"null: {top} of {hidden} dims, equal shares"),
+                Line2D([], [], color="#d62728", linestyle=":", label=f"rogue: {rogue:.0%} of the cosine")]
+    fig.legend(handles=handles, loc="outside lower center", ncol=3, frameon=False)
+    fig.suptitle(title)
+    return fig
+
+
+def rudman_intervals(frame: pd.DataFrame, ncols: int = 3,
+                     title: str = "One dimension, one threshold: the highest-variance dimension against random ones"
+                     ) -> Figure:
+    """One panel per task: dev score with its 95 % bootstrap interval of the full fine-tuned model, the threshold
+    classifier on the highest-variance dimension of the [CLS] vector (and of the mean-pooled vector), the k=1 head
+    fine-tuned on that dimension, and the threshold classifier on each random single dimension (grey, jittered).
+    Null: the majority-class baseline (dashed)."""
+    from .chapters.outliers import FULL, K1_HEAD, ONE_DIM, ONE_DIM_MEAN, RANDOM_DIM
+
+    data = _valid(frame, "estimate")
+    if data.empty:
+        return message_figure(title, "no stored outliers analysis")
+    order = [FULL, ONE_DIM, ONE_DIM_MEAN, K1_HEAD, RANDOM_DIM]
+    short = {FULL: "full\nmodel", ONE_DIM: "top-var\n[CLS] dim", ONE_DIM_MEAN: "top-var\nmean dim",
+             K1_HEAD: "k=1\nhead", RANDOM_DIM: "random\ndims"}
+    colors = {FULL: PALETTE[2], ONE_DIM: PALETTE[3], ONE_DIM_MEAN: PALETTE[1], K1_HEAD: PALETTE[0],
+              RANDOM_DIM: "0.55"}
+    tasks = _unique(data["task"])
+    nrows, ncols = _grid(len(tasks), ncols)
+    fig, axes = _figure(nrows, ncols, height=(PANEL_HEIGHT + 0.4) * nrows + 0.8)
+    rng = np.random.default_rng(0)
+    for ax, task in zip(axes.flat, tasks):
+        d = data[data["task"] == task]
+        present = [p for p in order if (d["predictor"] == p).any()]
+        for i, predictor in enumerate(present):
+            g = d[d["predictor"] == predictor]
+            xs = i + (rng.random(len(g)) - 0.5) * 0.5 if len(g) > 1 else [i]
+            for x, (_, r) in zip(xs, g.iterrows()):
+                _whisker(ax, x, r["estimate"], r["low"], r["high"], colors[predictor],
+                         size=3.5 if predictor == RANDOM_DIM else 5.5)
+        if d["majority"].notna().any():
+            ax.axhline(d["majority"].iloc[0], zorder=1, **MAJORITY_STYLE)
+        ax.set_xticks(range(len(present)), [short[p] for p in present], fontsize=7)
+        ax.set_xlim(-0.6, len(present) - 0.4)
+        ax.grid(axis="x", visible=False)
+        dim = d.loc[d["predictor"] == ONE_DIM, "dim"]
+        ax.set_title(f"{task}" + (f" (top-var dim {int(dim.iloc[0])})" if len(dim) else ""))
+        ax.set_xlabel("")
+        index = list(axes.flat).index(ax)
+        ax.set_ylabel(f"dev {d['metric'].iloc[0]} (points)" if index % ncols == 0 else "")
+    _hide_unused(axes, len(tasks))
+    handles = [Line2D([], [], color=colors[p], marker="o", linestyle="-", markeredgecolor="black",
+                      markeredgewidth=0.4, label=label) for p, label in (
+                   (FULL, "full fine-tuned model"), (ONE_DIM, "threshold on the top-variance [CLS] dim"),
+                   (ONE_DIM_MEAN, "threshold on the top-variance mean-pooled dim"),
+                   (K1_HEAD, "k=1 head fine-tuned on the [CLS] dim"), (RANDOM_DIM, "threshold on a random dim"))]
+    handles.append(Line2D([], [], **MAJORITY_STYLE, label="null: majority-class baseline"))
+    fig.legend(handles=handles, loc="outside lower center", ncol=2, frameon=False,
+               title="dev score with its 95 % bootstrap interval")
+    fig.suptitle(title)
+    return fig
+
+
+def zeroing_intervals(frame: pd.DataFrame, margin: float = 5.0, ncols: int = 3,
+                      title: str = "Zeroing LayerNorm outlier dimensions in every layer vs as many random ones"
+                      ) -> Figure:
+    """One panel per task (and the pretrained STS-B probe): the dev score lost (intact minus zeroed, points, paired
+    95 % bootstrap interval) when the LayerNorm outlier dimensions are zeroed and when each random draw of as many
+    dimensions is (grey, jittered). Null: no loss (solid line at 0); dotted: the claim's margin."""
+    from .chapters.outliers import OUTLIER_ZERO, RANDOM_ZERO
+
+    data = _valid(frame, "estimate")
+    if data.empty:
+        return message_figure(title, "no stored outliers analysis")
+    tasks = _unique(data["task"])
+    nrows, ncols = _grid(len(tasks), ncols)
+    fig, axes = _figure(nrows, ncols, height=(PANEL_HEIGHT + 0.2) * nrows + 0.8)
+    rng = np.random.default_rng(0)
+    colors = {OUTLIER_ZERO: PALETTE[3], RANDOM_ZERO: "0.55"}
+    for ax, task in zip(axes.flat, tasks):
+        d = data[data["task"] == task]
+        for i, kind in enumerate((OUTLIER_ZERO, RANDOM_ZERO)):
+            g = d[d["zeroed"] == kind]
+            xs = i + (rng.random(len(g)) - 0.5) * 0.5 if len(g) > 1 else [i]
+            for x, (_, r) in zip(xs, g.iterrows()):
+                _whisker(ax, x, r["estimate"], r["low"], r["high"], colors[kind],
+                         size=5.5 if kind == OUTLIER_ZERO else 3.5)
+        ax.axhline(0.0, color="0.3", linewidth=0.9, zorder=1)
+        ax.axhline(margin, color="#d62728", linestyle=":", linewidth=1.1, zorder=1)
+        rule = bool(d["rule"].iloc[0])
+        dims = ", ".join(map(str, d["dims"].iloc[0]))
+        ax.set_xticks([0, 1], ["outlier dims" if rule else "largest LN\ndeviations*", "random dims"], fontsize=7)
+        ax.set_xlim(-0.6, 1.6)
+        ax.grid(axis="x", visible=False)
+        ax.set_title(f"{task}: dims {dims}", fontsize=8.5)
+        ax.set_xlabel("")
+        index = list(axes.flat).index(ax)
+        ax.set_ylabel("points lost (intact − zeroed)" if index % ncols == 0 else "")
+    _hide_unused(axes, len(tasks))
+    handles = [Line2D([], [], color=PALETTE[3], marker="o", label="LayerNorm outlier dims zeroed (95 % interval)"),
+               Line2D([], [], color="0.55", marker="o", label="a random set of as many dims zeroed"),
+               Line2D([], [], color="0.3", label="null: no loss"),
+               Line2D([], [], color="#d62728", linestyle=":", label=f"{margin:g}-point margin")]
+    fig.legend(handles=handles, loc="outside lower center", ncol=2, frameon=False)
+    fig.suptitle(title)
+    return fig
+
+
+def overlap_intervals(frame: pd.DataFrame, selections=None, ncols: int = 3,
+                      title: str = "Selected dimensions among the outlier dimensions, against chance") -> Figure:
+    """One panel per task: for each outlier set (x) and selection (colour), the observed number of selected
+    dimensions that are also outliers (dot) and the central 95 % range of that number under chance (bar: the
+    hypergeometric null of a selection drawn at random; tick: its mean)."""
+    data = _valid(frame, "overlap")
+    if selections is not None and len(data):
+        data = data[data["selection"].isin(selections)]
+    if data.empty:
+        return message_figure(title, "no task with both outlier dimensions and selected dimensions")
+    tasks = _unique(data["task"])
+    kinds = _unique(data["outlier set"])
+    chosen = _unique(data["selection"])
+    colors = colors_for(chosen)
+    nrows, ncols = _grid(len(tasks), ncols)
+    fig, axes = _figure(nrows, ncols, height=(PANEL_HEIGHT + 0.3) * nrows + 0.8)
+    width = 0.7 / max(1, len(chosen))
+    for ax, task in zip(axes.flat, tasks):
+        d = data[data["task"] == task]
+        top = 1
+        for i, kind in enumerate(kinds):
+            for j, selection in enumerate(chosen):
+                g = d[(d["outlier set"] == kind) & (d["selection"] == selection)]
+                if not len(g):
+                    continue
+                r = g.iloc[0]
+                x = i - 0.35 + width * (j + 0.5)
+                ax.add_patch(Rectangle((x - width * 0.35, r["null_low"] - 0.05), width * 0.7,
+                                       r["null_high"] - r["null_low"] + 0.1, color=colors[selection], alpha=0.22,
+                                       linewidth=0, zorder=1))
+                ax.plot([x - width * 0.35, x + width * 0.35], [r["expected"]] * 2, color=colors[selection],
+                        linewidth=1.0, zorder=2)
+                ax.plot([x], [r["overlap"]], marker="o", color=colors[selection], markeredgecolor="black",
+                        markeredgewidth=0.4, markersize=6, zorder=3)
+                top = max(top, r["overlap"], r["null_high"])
+        ax.set_xticks(range(len(kinds)), [k.replace(" ", "\n", 1) for k in kinds], fontsize=7)
+        ax.set_xlim(-0.6, len(kinds) - 0.4)
+        ax.set_ylim(-0.4, top + 0.8)
+        ax.yaxis.get_major_locator().set_params(integer=True)
+        ax.grid(axis="x", visible=False)
+        ax.set_title(str(task))
+        index = list(axes.flat).index(ax)
+        ax.set_ylabel("selected dims that are outliers" if index % ncols == 0 else "")
+    _hide_unused(axes, len(tasks))
+    handles = [Line2D([], [], color=colors[s], marker="o", linestyle="", markeredgecolor="black",
+                      markeredgewidth=0.4, label=f"observed: {s}") for s in chosen]
+    handles += [Patch(color="0.5", alpha=0.3, label="null: 95 % range under chance (line: its mean)")]
+    fig.legend(handles=handles, loc="outside lower center", ncol=3, frameon=False)
     fig.suptitle(title)
     return fig

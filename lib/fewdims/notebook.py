@@ -19,11 +19,12 @@ import warnings
 from dataclasses import dataclass, field
 
 from .errors import FewdimsError
-from .profiles import Profile, load_profile
+from .profiles import BOOK_PAGES, Profile, load_profile
 from .runner import Runner
 
 # Options of a page that are not profile keys: how the page draws what is stored.
-DISPLAY_OPTIONS = {"cka": {"representation": "cls"}, "summary": {"representation": "cls"}}
+DISPLAY_OPTIONS = {"cka": {"representation": "cls"}, "summary": {"representation": "cls"},
+                   "glance": {"representation": "cls"}}
 _IPYTHON_NAMES = {"In", "Out", "get_ipython", "exit", "quit", "open"}
 
 
@@ -49,7 +50,7 @@ class Page:
     @functools.cached_property
     def results(self):
         """The chapter's results (summary / setup: every chapter's, as `chapters.summary.collect`)."""
-        if self.chapter in ("summary", "setup"):
+        if self.chapter in BOOK_PAGES:  # pages that read every chapter's results
             return self.records[0]
         from .chapters import open_chapter as build
 

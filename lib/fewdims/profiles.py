@@ -32,6 +32,7 @@ RUN_KEYS = ("model", "train_split", "eval_splits", "train_size", "eval_size", "h
             "standardize_target")
 META_KEYS = ("profile", "description", "glue_dir", "tasks", "seeds")
 SECTIONS = ("token", "dimension", "layer", "freezing", "cross_finetune", "cka", "outliers")
+BOOK_PAGES = ("summary", "setup", "glance")  # pages without a section of their own: top-level keys only
 
 
 @dataclass
@@ -112,8 +113,8 @@ def load_profile(profile: str = "cpu", chapter: str | None = None, **overrides) 
     if not isinstance(values, dict):
         raise FewdimsError(f"{path} must be a YAML mapping of parameters")
     values = copy.deepcopy(values)
-    if chapter is not None and chapter not in SECTIONS and chapter not in ("summary", "setup"):
-        raise FewdimsError(f"unknown chapter {chapter!r}; chapters: {', '.join(SECTIONS + ('summary', 'setup'))}")
+    if chapter is not None and chapter not in SECTIONS + BOOK_PAGES:
+        raise FewdimsError(f"unknown chapter {chapter!r}; chapters: {', '.join(SECTIONS + BOOK_PAGES)}")
     if os.environ.get(ENV_VAR):  # the environment wins over the profile file (an explicit glue_dir over both)
         values["glue_dir"] = os.environ[ENV_VAR]
     overrides = {k: v for k, v in overrides.items() if v is not None}

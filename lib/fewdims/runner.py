@@ -2,6 +2,9 @@
 
 In a dry run nothing is trained: each missing run is listed with an estimate of its cost, and a placeholder
 record (metrics NaN) lets adaptive grids (best sets, leave-one-out) enumerate their remaining steps.
+In a planning pass (`plan=True`, the cluster driver's: fewdims.cluster) nothing is trained either: every run to
+compute becomes a `Job` (its config and the analyses it must carry), and `defer_dependents` tells the chapters'
+adaptive steps to wait for the records they rank instead of ranking placeholders.
 Every record it hands out is remembered with the chapters that asked for it (`handed_out`: the book's provenance).
 """
 from __future__ import annotations
@@ -10,6 +13,7 @@ import functools
 import math
 import sys
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -30,14 +34,37 @@ MEAN_TOKENS = {"cola": 11, "sst2": 13, "mrpc": 53, "stsb": 31, "qqp": 30, "mnli"
 NON_EMBEDDING_PARAMS = {"minilm": 10.6e6, "tiny": 0.03e6, "bert-base-uncased": 85e6}
 
 
+@dataclass
+class Job:
+    """A run a planning pass wants computed. kind: 'train' (not stored), 'reanalyse' (stored, but without the
+    analyses in `missing`: from cached weights or representations, else trained again with `analyses`, as
+    `Runner.run` does) or 'retrain' (stored, but a later stage needs its weights and they are gone)."""
+
+    config: RunConfig
+    analyses: list = field(default_factory=list)
+    kind: str = "train"
+    missing: list = field(default_factory=list)
+    key: str = field(init=False)
+
+    def __post_init__(self):
+        self.key = self.config.key()
+
+
 class Runner:
     def __init__(self, profile: Profile, *, dry_run: bool = False, force: bool = False, store_root=None,
-                 verbose: bool | None = None, allow_compute: bool = True):
+                 verbose: bool | None = None, allow_compute: bool = True, plan: bool = False):
         if not isinstance(profile, Profile):
             raise FewdimsError("Runner needs a Profile: fewdims.profiles.load_profile('cpu', ...)")
         if not isinstance(allow_compute, bool):
             raise FewdimsError(f"compute/allow_compute must be True or False, got {allow_compute!r}")
-        self.profile, self.dry_run, self.force, self.allow_compute = profile, dry_run, force, allow_compute
+        # a planning pass is a dry run for the chapters (nothing is computed, placeholders stand in for runs)
+        self.profile, self.dry_run, self.force, self.allow_compute = profile, dry_run or plan, force, allow_compute
+        self.plan = plan
+        self.defer_dependents = plan  # adaptive steps wait for real records instead of ranking placeholders
+        self.jobs: dict[str, Job] = {}  # planning pass: key -> the job that computes it
+        self.waiting: list[RunConfig] = []  # planning pass: runs that wait for a stage-A run's weights
+        self._asked: dict[str, list] = {}  # planning pass: key -> the analyses the chapters asked for
+        self._waiting_keys: set[str] = set()
         self.store = ResultStore(profile.name, store_root)
         self.verbose = (not dry_run and sys.stderr.isatty()) if verbose is None else verbose
         self.reused = self.computed = self.reanalysed = 0
@@ -63,6 +90,8 @@ class Runner:
 
     def _run(self, config: RunConfig, analyses=()) -> dict:
         record = None if self.force else self.store.load(config)
+        if self.plan:
+            return self._plan(config, list(analyses), record)
         if record is not None:
             missing = [a for a in analyses if not a.satisfied_by(record.get("extra", {}))]
             if not missing:
@@ -100,6 +129,44 @@ class Runner:
             print(f"[fewdims] {config.label()}: {score(record):.1f} in {time.perf_counter() - t0:.0f} s",
                   file=sys.stderr)
         return self._count(record)
+
+    def _plan(self, config: RunConfig, analyses: list, record: dict | None) -> dict:
+        """A planning pass's answer: the stored record, or a placeholder marked `planned` for a run to compute (a
+        stored record still being re-analysed is handed out marked `planned` too: it is not final yet)."""
+        from .cache import has_weights
+
+        key = config.key()
+        asked = self._asked.setdefault(key, [])
+        asked += [a for a in analyses if getattr(a, "name", a) not in {getattr(b, "name", b) for b in asked}]
+        if record is not None:
+            missing = [a for a in asked if not a.satisfied_by(record.get("extra", {}))]
+            if not missing:
+                self.reused += 1
+                return self._count(record)
+            self._add_job(Job(config, asked, "reanalyse", missing))
+            return {**record, "planned": True}
+        if config.init_from is not None:
+            stage_a = RunConfig.from_dict(config.init_from)
+            if not has_weights(stage_a):  # wait for stage A; recompute a stored one whose weights are gone
+                if stage_a.key() not in self.jobs and self.store.load(stage_a) is not None:
+                    self._add_job(Job(stage_a.replace(save_weights=True), self._asked.get(stage_a.key(), []),
+                                      "retrain"))
+                if key not in self._waiting_keys:
+                    self._waiting_keys.add(key)
+                    self.waiting.append(config)
+                return placeholder(config)
+        if key not in self.jobs:
+            self.planned.append(config)
+        self._add_job(Job(config, asked, "train"))
+        return placeholder(config)
+
+    def _add_job(self, job: Job) -> None:
+        known = self.jobs.get(job.key)
+        if known is None:
+            self.jobs[job.key] = job
+        else:  # asked again (another chapter): the job carries every analysis asked for
+            known.analyses = self._asked.get(job.key, known.analyses)
+            known.missing += [a for a in job.missing if a not in known.missing]
 
     def _count(self, record: dict) -> dict:
         self.recorded_s[record["key"]] = float(record.get("timings", {}).get("total_s", math.nan))

@@ -7,6 +7,8 @@ import math
 import numpy as np
 import pandas as pd
 
+from .errors import FewdimsError
+from .predictions import record_predictions
 from .runner import score
 from .tasks import get_task
 
@@ -18,9 +20,12 @@ MAJORITY_NOTE = (f"{MAJORITY_MARK} at least one run at or below the majority-cla
 
 
 def row(record: dict, **fields) -> dict:
-    """One tidy row: what was run, its main score (points) and every metric of every evaluation split."""
+    """One tidy row: what was run, its main score (points), every metric of every evaluation split, and the run's
+    per-example predictions and labels on its first evaluation split (`preds`, `labels`: numpy arrays, None for
+    records stored before predictions were kept), so that claims can pair runs over the same dev examples."""
     cfg, task = record["config"], get_task(record["config"]["task"])
     first = next(iter(record["metrics"]))
+    preds, labels = stored_predictions(record)
     out = {"task": task.display, "seed": cfg["seed"], "pooling": cfg["pooling"], "layer": cfg["layer"],
            "dims": tuple(cfg["dims"]) if cfg["dims"] else None, "k": len(cfg["dims"]) if cfg["dims"] else None,
            "head": cfg["head"], "frozen": cfg["freeze_backbone"], "metric": task.main_metric,
@@ -30,6 +35,7 @@ def row(record: dict, **fields) -> dict:
             out[f"{split}/{name}"] = 100.0 * value
     majority = record.get("data", {}).get("majority_baseline", {}).get(first)
     out["majority"] = 100.0 * majority[task.main_metric] if majority else math.nan
+    out["preds"], out["labels"] = preds, labels
     out["at_or_below_majority"] = bool(out["score"] <= out["majority"] + 1e-9) if majority else False
     out["missing"] = bool(record.get("missing", False) or record.get("planned", False))
     selection = record.get("selection") or {}
@@ -38,6 +44,22 @@ def row(record: dict, **fields) -> dict:
     out["still_improving"] = selection.get("still_improving")
     out.update(fields)
     return out
+
+
+def stored_predictions(record: dict) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(predictions, labels) of the record's first evaluation split, or (None, None) when it has none."""
+    try:
+        stored = record_predictions(record) if record.get("metrics") else None
+    except FewdimsError:  # predictions of other splits only: nothing to pair on the first
+        stored = None
+    return stored if stored is not None else (None, None)
+
+
+def majority_points(record: dict) -> float:
+    """The majority-class baseline of the record's first evaluation split, in points of its main metric."""
+    first = next(iter(record.get("metrics") or {}), None)
+    majority = record.get("data", {}).get("majority_baseline", {}).get(first) if first else None
+    return 100.0 * majority[get_task(record["config"]["task"]).main_metric] if majority else math.nan
 
 
 def selection_score(record: dict) -> float:

@@ -1,36 +1,61 @@
 """The verdict type and the rules every chapter's claims share.
 
 A claim function returns `{'claim', 'paper', 'measured', 'verdict', 'details'}` (see `result`): `measured` is a
-sentence whose numbers are formatted from the data, `verdict` one of VERDICTS, `details` the per-task frame behind
-the sentence. The thresholds of every verdict are the constants below (one place, printed by `thresholds()`).
-A claim without the results it needs is 'not tested', and `measured` says why.
+sentence whose numbers are formatted from the data (every score and every difference with its 95 % interval),
+`verdict` one of VERDICTS, `details` the per-task frame behind the sentence (each compared number in a column X with
+X_low and X_high beside it; `details_table` formats it for the book). The margins of every verdict are the constants
+below (one place, each with its reason, printed by `thresholds()`). A claim without the results it needs is 'not
+tested', and `measured` says why.
 
-Rules shared by all claims:
-- a task whose reference (the CLS / all-dims / fine-tuned / direct run) is at or below the majority-class
-  baseline is *uninformative*: a comparison with a model that learned nothing proves nothing, so such tasks are
-  named but left out of the verdict (their runs stay in every table, flagged with tables.MAJORITY_MARK);
+Rules shared by the claims of Fukuhata & Kano (token, dimensions, layers, freezing, cross-fine-tuning):
+- each compared score carries a 95 % interval and each comparison the interval of its difference (`compare`): a
+  paired bootstrap over the dev examples (and over the seeds when there are several) where every run stored its
+  per-example predictions; else a t-interval over the per-seed differences where the seeds pair up; else an unpaired
+  Welch interval, so labelled; else none (one run without predictions), and the task is *inconclusive*;
+- a task's outcome under a claim is read off that interval with the claim's margin (`outcome`): the claim *holds*
+  on the task, *fails* on it, or the interval straddles the margin and the task is *inconclusive* - a difference
+  smaller than its own noise is a finding, not a failure;
+- a task counts only when its reference's interval (the CLS / all-dims / fine-tuned / direct run) lies above the
+  majority-class baseline (stats.above_majority): a comparison with a model that learned nothing proves nothing, so
+  such tasks are named but left out of the verdict (their runs stay in every table, flagged with
+  tables.MAJORITY_MARK). A reference without an interval (one run, no predictions) counts, as inconclusive;
+- the verdict over the counted tasks (`aggregate`): supported if the claim holds on most, not supported if it fails
+  on most, inconclusive if most are inconclusive, partly supported if the outcomes are mixed with at least one that
+  holds, else inconclusive; not tested if no task counts;
 - scores are points (x100) of each task's main metric on its first evaluation split (MNLI: matched);
 - runs that are not stored (compute=False) have NaN scores and are left out of means, never counted as zeros.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
-from .tables import sorted_unique
+from . import stats
+from .stats import Interval
+from .tables import fmt, sorted_unique
 
 SUPPORTED, PARTLY, NOT_SUPPORTED, NOT_TESTED = "supported", "partly supported", "not supported", "not tested"
-VERDICTS = (SUPPORTED, PARTLY, NOT_SUPPORTED, NOT_TESTED)
+INCONCLUSIVE = "inconclusive"  # the intervals cannot decide: a finding (the difference is within its own noise)
+VERDICTS = (SUPPORTED, PARTLY, NOT_SUPPORTED, INCONCLUSIVE, NOT_TESTED)
 
-# -- thresholds (points of the task's main metric unless said otherwise) ------------------------------------------
-CLOSE_POINTS = 2.0         # "close" / "matches": at most 2 points below the reference (mean over seeds)
-PARTLY_POINTS = 5.0        # few dims: within 5 points on most tasks is partial support
-BEAT_POINTS = 1.0          # selected dims "beat" random ones: best selected set >= mean random set + 1 point
-LOWER_GAP_POINTS = 2.0     # layers: "lower layers contribute less" = bottom-half layers >= 2 points below top half
-UPPER_SPREAD_POINTS = 2.0  # layers: "higher layers differ little" = max - min over the top-half layers <= 2 points
-COLLAPSE_MARGIN_POINTS = 5.0  # frozen: "collapses" = within 5 points of the majority-class baseline
-LARGE_DROP_POINTS = 10.0   # frozen: at least 10 points below fine-tuning is partial support (a drop, no collapse)
+# -- margins (points of the task's main metric unless said otherwise): the book's choices ------------------------
+# For scale: one dev-set standard error of an accuracy p on n examples is 100 * sqrt(p (1 - p) / n) points: 1.0 for
+# SST-2 (872 examples at 90 %), 1.8 for MRPC (408 at 85 %), 2.9 for RTE (277 at 65 %).
+TOKEN_MARGIN = 2.0         # max-norm token "scores like" CLS: its difference's interval lies above -2 points
+FEW_DIMS_MARGIN = 2.0      # 2-3 dims "score close to" all dims: the difference's interval lies above -2 points
+FEW_DIMS_WIDE_MARGIN = 5.0  # few dims, partial support: the same above -5 points on most tasks
+SELECTED_MARGIN = 1.0      # selected dims "beat" random ones: the difference's interval lies above +1 point
+LOWER_LAYERS_MARGIN = 2.0  # "lower layers contribute less": lower minus upper half lies below -2 points
+UPPER_LAYERS_MARGIN = 2.0  # "higher layers differ little": each upper layer minus the top layer within +-2 points
+COLLAPSE_MARGIN_POINTS = 5.0  # frozen "collapses": its interval is not above the majority baseline and its upper
+                              # end at most 5 points above it
+LARGE_DROP_POINTS = 10.0   # frozen, partly supported: frozen minus fine-tuned below -10 points (a drop, no collapse)
+CROSS_MARGIN = 2.0         # B after A "scores like" B directly: the difference's interval lies above -2 points
+RETENTION_MARGIN = 0.10    # "little forgetting": A's normalised retention after B has its interval above 0.90
+N_BOOT = 1000              # bootstrap resamples of every interval (seed 0: the same resamples for every comparison)
 BLOCK_CONTRAST = 0.10      # CKA: best two-block split's within-minus-between mean similarity >= 0.10 = a block
 MIN_BLOCK_LAYERS = 3       # CKA: a split needs at least 3 defined layers (with 2 the contrast is 0 by definition)
 DROP_POINTS = 1.0          # layer dropping: a top layer is "droppable" if the score stays within 1 point of full
@@ -41,23 +66,58 @@ HARDER_TASKS = ("CoLA", "MRPC", "STS-B", "RTE")
 
 
 def thresholds() -> pd.DataFrame:
-    """The verdict thresholds above as a table for the book."""
+    """Every verdict rule in words, with its margin and the reason for the value, as a table for the book."""
     rows = [
-        ("close / matches", f"at most {CLOSE_POINTS:g} points below the reference (mean over seeds)"),
-        ("few dims, partly", f"within {PARTLY_POINTS:g} points of all dims on most tasks"),
-        ("selected beat random", f"best selected set at least {BEAT_POINTS:g} point above the mean random set"),
-        ("lower layers contribute less", f"bottom-half layers at least {LOWER_GAP_POINTS:g} points below the top half"),
-        ("higher layers differ little", f"top-half layers within {UPPER_SPREAD_POINTS:g} points of one another"),
-        ("collapse (frozen)", f"within {COLLAPSE_MARGIN_POINTS:g} points of the majority-class baseline"),
-        ("large drop (frozen, partly)", f"at least {LARGE_DROP_POINTS:g} points below fine-tuning"),
-        ("harder tasks", ", ".join(HARDER_TASKS) + " (the GLUE tasks with the smallest training sets)"),
+        ("interval", "95 %: a bootstrap over the dev examples for one run, over seeds and examples for several "
+                     "(a difference paired over the examples) where every run stored its predictions; else a "
+                     "t-interval over the seeds (a difference: over paired seeds, else an unpaired Welch interval, "
+                     "so labelled); none for one run without predictions",
+         "Dror et al. (2018); Dodge et al. (2020): seeds move BERT fine-tuning by points"),
+        ("informative task", "its reference's interval (CLS, all dims, top layer, fine-tuned, direct B, A before B) "
+                             "lies above the majority-class baseline; the other tasks are named and left out; a "
+                             "reference without an interval (one run) counts, as an inconclusive task",
+         "a comparison with a model that learned nothing proves nothing"),
+        ("task outcome", "the claim holds, fails, or is inconclusive when the interval of the difference straddles "
+                         "the margin", "a difference smaller than its own noise decides nothing"),
+        ("verdict", f"supported: holds on more than {MOST:.0%} of the informative tasks; not supported: fails on "
+                    f"more than {MOST:.0%}; inconclusive: more than {MOST:.0%} inconclusive; partly supported: mixed "
+                    "with at least one task where it holds; else inconclusive; not tested: no informative task",
+         "one rule for every claim"),
+        ("max-norm token scores like CLS", f"max-norm minus CLS: interval above −{TOKEN_MARGIN:g} points (holds), "
+                                           f"below −{TOKEN_MARGIN:g} (fails)",
+         f"{TOKEN_MARGIN:g} points: about two dev-set standard errors of SST-2 accuracy (1.0 point at 90 %)"),
+        ("2-3 dims score close to all dims",
+         f"best 2- or 3-dim set minus all dims: interval above −{FEW_DIMS_MARGIN:g} points (holds if either "
+         f"set does, fails if both fall below); partly supported: the same above −{FEW_DIMS_WIDE_MARGIN:g} on most "
+         "tasks", f"as for the token; {FEW_DIMS_WIDE_MARGIN:g} points: a visible but moderate loss"),
+        ("selected beat random dims", f"selected set minus the random sets: interval above +{SELECTED_MARGIN:g} "
+                                      f"point (holds), below +{SELECTED_MARGIN:g} (fails); the task counts when the "
+                                      "all-dims model's interval lies above the majority baseline",
+         f"a gain under {SELECTED_MARGIN:g} point does not pay for a selection procedure"),
+        ("lower layers contribute less", f"lower-half minus upper-half layers: interval below "
+                                         f"−{LOWER_LAYERS_MARGIN:g} points (holds), above it (fails)",
+         f"{LOWER_LAYERS_MARGIN:g} points, as for the token"),
+        ("higher layers differ little", f"each upper-half layer minus the top layer: interval within "
+                                        f"±{UPPER_LAYERS_MARGIN:g} points (holds), one outside (fails)",
+         f"{UPPER_LAYERS_MARGIN:g} points, as for the token"),
+        ("collapse (frozen)", f"the frozen model's interval is not above the majority baseline and reaches at most "
+                              f"{COLLAPSE_MARGIN_POINTS:g} points above it (holds); above the baseline (fails)",
+         "a model no better than the majority class"),
+        ("large drop (frozen, partly)", f"frozen minus fine-tuned: interval below −{LARGE_DROP_POINTS:g} points on "
+                                        "most harder tasks makes 'not supported' or 'inconclusive' partly supported",
+         "a loss nobody would call small"),
+        ("harder tasks", ", ".join(HARDER_TASKS), "the GLUE tasks with the smallest training sets"),
+        ("B after A scores like B directly", f"B after A minus B directly: interval above −{CROSS_MARGIN:g} points",
+         f"{CROSS_MARGIN:g} points, as for the token"),
+        ("little forgetting of A", f"A's head on the A → B backbone: normalised retention (score − majority) / "
+                                   f"(A before − majority), interval above {1 - RETENTION_MARGIN:.2f} (holds), "
+                                   f"below it (fails)", f"keeping {1 - RETENTION_MARGIN:.0%} of what A learned "
+                                                        "over the majority class"),
         ("CKA block", f"best two-block contrast at least {BLOCK_CONTRAST:g}, over at least {MIN_BLOCK_LAYERS} "
-                      "defined layers"),
-        ("droppable top layer", f"dev score within {DROP_POINTS:g} point of the full model"),
-        ("most tasks", f"more than {MOST:.0%} of the informative tasks"),
-        ("informative task", "its reference run scores above the majority-class baseline"),
+                      "defined layers", "the book's choice"),
+        ("droppable top layer", f"dev score within {DROP_POINTS:g} point of the full model", "the book's choice"),
     ]
-    return pd.DataFrame(rows, columns=["term", "meaning in the verdicts"]).set_index("term")
+    return pd.DataFrame(rows, columns=["term", "rule", "why this value"]).set_index("term")
 
 
 FUKUHATA = "Fukuhata & Kano (2025)"
@@ -108,12 +168,15 @@ def uninformative_note(names: list[str], what: str) -> str:
             f"{', '.join(names)}.")
 
 
-def informative_tasks(details: pd.DataFrame, claim: str, what: str, empty_reason: str, paper: str = FUKUHATA):
-    """(informative rows, note naming the left-out tasks, a 'not tested' result or None) for a per-task claim."""
+def informative_tasks(details: pd.DataFrame, claim: str, what: str, empty_reason: str, paper: str = FUKUHATA,
+                      label: str = "task"):
+    """(counted rows, note naming the left-out tasks, a 'not tested' result or None) for a per-task claim. The
+    frame's `informative` column is True/False or YES/NO/UNKNOWN (`informative_reference`); UNKNOWN rows count."""
     if details.empty:
         return details, "", not_tested(claim, paper, empty_reason, details)
-    info = details[details.informative]
-    note = uninformative_note(details[~details.informative].task.tolist(), what)
+    counted = details.informative.map(lambda v: v is True or v in (YES, UNKNOWN))
+    info = details[counted]
+    note = interval_uninformative_note(details[~counted][label].tolist(), what)
     if info.empty:
         return info, note, not_tested(claim, paper, f"no informative task.{note}".rstrip("."), details)
     return info, note, None
@@ -127,6 +190,297 @@ def stat(frame: pd.DataFrame) -> tuple[float, float, int]:
     return float(frame["score"].mean()), float(maj), int(len(frame))
 
 
+# -- intervals, comparisons and the rules read off them ---------------------------------------------------------
+HOLDS, FAILS, UNDECIDED = "holds", "fails", "inconclusive"  # a task's outcome under a claim's rule
+NOT_WORSE, EQUIVALENT, BETTER = "not worse", "equivalent", "better"  # the test a claim applies to a difference
+YES, NO, UNKNOWN = "yes", "no", "unknown (one run)"  # informative task? unknown: the reference has no interval
+
+
+def _is_array(x) -> bool:
+    return isinstance(x, (np.ndarray, list, tuple))
+
+
+def run_predictions(rows: pd.DataFrame) -> tuple[list[np.ndarray], np.ndarray] | None:
+    """(per-run dev predictions, their shared labels) when every run of `rows` stored its per-example predictions
+    on the same dev examples (tables.row's `preds` and `labels`), else None (older records, mixed dev sets)."""
+    if rows is None or len(rows) == 0 or "preds" not in rows or "labels" not in rows:
+        return None
+    preds, labels = list(rows["preds"]), list(rows["labels"])
+    if not all(_is_array(p) and _is_array(y) for p, y in zip(preds, labels)):
+        return None
+    first = np.asarray(labels[0])
+    if any(len(p) != len(first) or not np.array_equal(np.asarray(y), first) for p, y in zip(preds, labels)):
+        return None
+    return [np.asarray(p) for p in preds], first
+
+
+def _task(rows: pd.DataFrame) -> str:
+    return str(rows["task"].iloc[0])
+
+
+def score_interval(rows: pd.DataFrame) -> Interval | None:
+    """The 95 % interval of a group of runs' mean score (points): two-way bootstrap over runs and dev examples
+    (stats.combined_interval; one run: over the examples) when every run has predictions, else a t-interval over
+    the runs' scores (stats.seed_interval), else None (one run without predictions, or none)."""
+    rows = finished(rows)
+    if len(rows) == 0:
+        return None
+    stored = run_predictions(rows)
+    if stored:
+        return stats.combined_interval(_task(rows), stored[0], stored[1], n_boot=N_BOOT)
+    if len(rows) >= 2:
+        return stats.seed_interval(rows["score"].astype(float).to_numpy())
+    return None
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A variant's runs against a reference's runs on one task. `difference` = variant minus reference (points),
+    None when no interval can be computed; `method` says how it was (short), or why not."""
+    reference: Interval | None
+    variant: Interval | None
+    difference: Interval | None
+    method: str
+    n_reference: int
+    n_variant: int
+    reference_mean: float
+    variant_mean: float
+
+    def columns(self, reference: str, variant: str, difference: str = "difference") -> dict:
+        """The comparison as details columns: each number with its _low, _high and _n (runs) columns."""
+        return {**interval_columns(reference, self.reference, self.reference_mean, self.n_reference),
+                **interval_columns(variant, self.variant, self.variant_mean, self.n_variant),
+                **interval_columns(difference, self.difference, self.variant_mean - self.reference_mean,
+                                   min(self.n_reference, self.n_variant)),
+                "interval": self.method}
+
+
+def _welch(reference: np.ndarray, variant: np.ndarray, level: float = 0.95) -> Interval:
+    """mean(variant) - mean(reference) with a Welch t-interval (unpaired, unequal variances)."""
+    from scipy.stats import t
+
+    va, vb = reference.var(ddof=1) / len(reference), variant.var(ddof=1) / len(variant)
+    est, se = float(variant.mean() - reference.mean()), math.sqrt(va + vb)
+    if se == 0:
+        return Interval(est, est, est, min(len(reference), len(variant)), "Welch t-interval", level=level)
+    df = (va + vb) ** 2 / (va ** 2 / (len(reference) - 1) + vb ** 2 / (len(variant) - 1))
+    half = float(t.ppf((1 + level) / 2, df)) * se
+    return Interval(est, est - half, est + half, min(len(reference), len(variant)), "Welch t-interval", level=level)
+
+
+def _paired_seeds(reference: pd.DataFrame, variant: pd.DataFrame) -> np.ndarray | None:
+    """Per-seed differences (variant - reference) over the seeds both groups ran once each; None under 2."""
+    if "seed" not in reference or "seed" not in variant:
+        return None
+    if reference["seed"].duplicated().any() or variant["seed"].duplicated().any():
+        return None
+    ref, var = reference.set_index("seed")["score"], variant.set_index("seed")["score"]
+    common = [s for s in var.index if s in ref.index]
+    if len(common) < 2:
+        return None
+    return np.array([float(var[s]) - float(ref[s]) for s in common])
+
+
+def compare(reference: pd.DataFrame, variant: pd.DataFrame) -> Comparison:
+    """Variant runs against reference runs of one task (rows of tables.row; finished runs only).
+
+    The difference's interval, in order of preference: (1) every run of both groups stored its predictions on the
+    same dev examples: stats.paired_seed_difference, a bootstrap over the dev examples shared by both groups
+    (paired) and over each group's runs; (2) seeds pair up (both groups ran the same seeds, at least 2, once each):
+    a t-interval over the per-seed differences (stats.seed_interval); (3) both groups have at least 2 runs:
+    an unpaired Welch t-interval, labelled as such; (4) none (one run without predictions): inconclusive."""
+    ref, var = finished(reference), finished(variant)
+    n_r, n_v = len(ref), len(var)
+    r_mean = float(ref["score"].mean()) if n_r else math.nan
+    v_mean = float(var["score"].mean()) if n_v else math.nan
+    ref_iv, var_iv = score_interval(ref), score_interval(var)
+    diff, method = None, "none: not run"
+    if n_r and n_v:
+        p_ref, p_var = run_predictions(ref), run_predictions(var)
+        seeds = _paired_seeds(ref, var)
+        if p_ref and p_var and np.array_equal(p_ref[1], p_var[1]):
+            diff = stats.paired_seed_difference(_task(ref), p_var[0], p_ref[0], p_ref[1], n_boot=N_BOOT)
+            n_ex = len(p_ref[1])
+            method = (f"paired bootstrap, {n_ex} examples" if n_r == n_v == 1 else
+                      f"paired bootstrap, {n_v} vs {n_r} runs × {n_ex} examples")
+        elif seeds is not None:
+            diff, method = stats.seed_interval(seeds), f"t over {len(seeds)} paired seeds"
+        elif n_r >= 2 and n_v >= 2:
+            diff = _welch(ref["score"].astype(float).to_numpy(), var["score"].astype(float).to_numpy())
+            method = f"unpaired Welch, {n_v} vs {n_r} runs"
+        else:
+            method = "none: one run, no predictions"
+    return Comparison(ref_iv, var_iv, diff, method, n_r, n_v, r_mean, v_mean)
+
+
+def defined(interval: Interval | None) -> bool:
+    return interval is not None and math.isfinite(interval.low) and math.isfinite(interval.high)
+
+
+def outcome(difference: Interval | None, margin: float, test: str) -> str:
+    """A task's outcome (HOLDS / FAILS / UNDECIDED) from the interval of a difference (variant - reference) and the
+    claim's margin. NOT_WORSE: holds if the interval lies above -margin, fails if below it. EQUIVALENT: holds if
+    it lies within +-margin, fails if wholly outside (stats.equivalence_verdict). BETTER: holds if it lies above
+    +margin (stats.superiority_verdict), fails if below +margin. An interval across the line, or none, is
+    UNDECIDED."""
+    if not defined(difference):
+        return UNDECIDED
+    if test == EQUIVALENT:
+        return {"equivalent": HOLDS, "different": FAILS}.get(stats.equivalence_verdict(difference, margin), UNDECIDED)
+    if test == NOT_WORSE:
+        return HOLDS if difference.low >= -margin else FAILS if difference.high < -margin else UNDECIDED
+    if test == BETTER:
+        return HOLDS if stats.superiority_verdict(difference, margin) == "better" else \
+            FAILS if difference.high < margin else UNDECIDED
+    raise ValueError(f"unknown test {test!r}; use NOT_WORSE, EQUIVALENT or BETTER")
+
+
+def informative_reference(interval: Interval | None, mean: float, majority: float) -> str:
+    """YES when the reference's interval lies above the majority-class baseline (stats.above_majority), NO when it
+    does not (or the mean is at or below it, or nothing ran), UNKNOWN when the reference has no interval (one run
+    without predictions: it counts, as an inconclusive task). An unknown baseline counts as YES."""
+    if mean is None or math.isnan(mean):
+        return NO
+    if majority is not None and not math.isnan(majority) and mean <= majority + 1e-9:
+        return NO
+    if not defined(interval):
+        return UNKNOWN
+    if majority is None or math.isnan(majority):
+        return YES
+    return YES if stats.above_majority(interval, majority) else NO
+
+
+LEFT_OUT = "left out"  # the outcome shown for a task that does not count (its reference did not learn)
+
+
+def settle(details: pd.DataFrame, columns=("outcome",)) -> pd.DataFrame:
+    """Apply the informative-task rule to a details frame's outcome columns: a task whose reference is not
+    informative (NO) is LEFT_OUT; one whose reference has no interval (UNKNOWN) is inconclusive, whatever its
+    difference shows. Returns the counted rows (informative YES or UNKNOWN)."""
+    if details.empty:
+        return details
+    columns = [c for c in columns if c in details]
+    details.loc[details.informative == NO, columns] = LEFT_OUT
+    details.loc[details.informative == UNKNOWN, columns] = UNDECIDED
+    return details[details.informative != NO]
+
+
+def aggregate(outcomes) -> str:
+    """The verdict over the counted tasks' outcomes: supported if the claim holds on most (more than MOST), not
+    supported if it fails on most, inconclusive if most are inconclusive, partly supported if the outcomes are mixed
+    with at least one that holds, else inconclusive; not tested without any task."""
+    outcomes = list(outcomes)
+    n = len(outcomes)
+    if n == 0:
+        return NOT_TESTED
+    holds, fails, undecided = (outcomes.count(x) for x in (HOLDS, FAILS, UNDECIDED))
+    if holds > MOST * n:
+        return SUPPORTED
+    if fails > MOST * n:
+        return NOT_SUPPORTED
+    if undecided > MOST * n:
+        return INCONCLUSIVE
+    return PARTLY if holds else INCONCLUSIVE
+
+
+def tally(outcomes, what: str = "informative tasks") -> str:
+    """'holds on 2 of 3 informative tasks, fails on 0, inconclusive on 1'."""
+    outcomes = list(outcomes)
+    return (f"holds on {outcomes.count(HOLDS)} of {len(outcomes)} {what}, fails on {outcomes.count(FAILS)}, "
+            f"inconclusive on {outcomes.count(UNDECIDED)}")
+
+
+def interval_cell(estimate, low, high, n=None, signed: bool = False, digits: int = 1) -> str:
+    """'85.8 [84.9, 86.7]' (typographic minus), '85.8 (one run, no interval)', 'not run', or 'n/a' for n = 0 (a
+    comparison that does not exist)."""
+    if n is not None and not (isinstance(n, float) and math.isnan(n)) and int(n) == 0:
+        return "n/a"
+    if estimate is None or (isinstance(estimate, float) and math.isnan(estimate)):
+        return "not run"
+    if low is None or high is None or not (math.isfinite(low) and math.isfinite(high)):
+        one = n is not None and not (isinstance(n, float) and math.isnan(n)) and int(n) == 1
+        return f"{fmt(estimate, digits, signed)} ({'one run, ' if one else ''}no interval)"
+    return f"{fmt(estimate, digits, signed)} [{fmt(low, digits)}, {fmt(high, digits)}]"
+
+
+def interval_text(interval: Interval | None, estimate: float = math.nan, n=None, signed: bool = False,
+                  digits: int = 1) -> str:
+    if defined(interval):
+        return interval_cell(interval.estimate, interval.low, interval.high, n, signed, digits)
+    return interval_cell(interval.estimate if interval is not None else estimate, math.nan, math.nan, n, signed,
+                         digits)
+
+
+def interval_columns(name: str, interval: Interval | None, estimate: float = math.nan, n=None) -> dict:
+    """{name: estimate, name_low, name_high[, name_n]}; low and high are NaN without a (finite) interval."""
+    est = interval.estimate if interval is not None else estimate
+    low, high = (interval.low, interval.high) if defined(interval) else (math.nan, math.nan)
+    out = {name: est, f"{name}_low": low, f"{name}_high": high}
+    if n is not None:
+        out[f"{name}_n"] = n
+    return out
+
+
+def row_text(row, name: str, signed: bool = False, digits: int = 1) -> str:
+    """A details row's `name` with its interval: '85.8 [84.9, 86.7]'."""
+    get = row.get if isinstance(row, dict) else (lambda k, d=None: getattr(row, k, d))
+    return interval_cell(get(name), get(f"{name}_low"), get(f"{name}_high"), get(f"{name}_n"), signed, digits)
+
+
+SIGNED_PREFIXES = ("difference", "diff", "vs_top", "worst_vs_top")  # details columns shown with a sign
+
+
+def details_table(details: pd.DataFrame, drop=(), digits: dict | None = None) -> pd.DataFrame:
+    """A claim's `details` for the book: every column X with X_low / X_high becomes one cell '85.8 [84.9, 86.7]'
+    ('85.8 (one run, no interval)' without one, 'not run' without a score), the _low/_high/_n helper columns go,
+    booleans read yes/no, other numbers are rounded, missing values read 'n/a'; column names lose underscores."""
+    if details is None or len(details) == 0:
+        return pd.DataFrame()
+    digits = digits or {}
+    cols = [c for c in details.columns if c not in drop and not any(
+        c.endswith(suffix) and c[:-len(suffix)] in details.columns for suffix in ("_low", "_high", "_n"))]
+    out = pd.DataFrame(index=details.index)
+    for c in cols:
+        d = digits.get(c, 2 if c.startswith("retention") else 1)
+        if f"{c}_low" in details and f"{c}_high" in details:
+            n = details[f"{c}_n"] if f"{c}_n" in details else [None] * len(details)
+            out[c] = [interval_cell(e, lo, hi, k, c.startswith(SIGNED_PREFIXES), d)
+                      for e, lo, hi, k in zip(details[c], details[f"{c}_low"], details[f"{c}_high"], n)]
+        else:
+            out[c] = [_plain(v, d) for v in details[c]]
+    return out.rename(columns=lambda c: c.replace("_", " ")).reset_index(drop=True)
+
+
+def _plain(value, digits: int) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (float, np.floating)):
+        return fmt(float(value), digits)
+    if isinstance(value, tuple):
+        return "(" + ", ".join(str(v) for v in value) + ")"
+    return str(value)
+
+
+def intervals_note(details: pd.DataFrame, label: str = "task", column: str = "interval") -> str:
+    """'95 % intervals of the differences: SST-2, MRPC: paired bootstrap, 5 vs 5 runs × 872 examples; RTE: ...'."""
+    if details is None or len(details) == 0 or column not in details:
+        return ""
+    groups: dict = {}
+    for name, method in zip(details[label], details[column]):
+        groups.setdefault(str(method), []).append(str(name))
+    parts = "; ".join(f"{', '.join(sorted_unique(names))}: {method}" for method, names in groups.items())
+    return f" 95 % intervals of the differences ({parts})."
+
+
+def interval_uninformative_note(names: list[str], what: str) -> str:
+    if not names:
+        return ""
+    return (f" Left out of the verdict because the interval of {what} does not lie above the majority-class "
+            f"baseline: {', '.join(sorted_unique(names))}.")
+
+
 
 def verdict_markdown(claim: dict) -> str:
     """'**Claim** (paper): ... **Measured:** ... **Verdict: supported.**' for a notebook's Markdown output."""
@@ -135,4 +489,7 @@ def verdict_markdown(claim: dict) -> str:
 
 
 def claims_table(claims: list[dict]) -> pd.DataFrame:
-    return pd.DataFrame([{k: c[k] for k in ("paper", "claim", "measured", "verdict")} for c in claims])
+    """One row per claim, numbered from 1 as the claims are in the text."""
+    table = pd.DataFrame([{k: c[k] for k in ("paper", "claim", "measured", "verdict")} for c in claims])
+    table.index = pd.RangeIndex(1, len(table) + 1, name="#")
+    return table

@@ -10,10 +10,11 @@ from .cross_finetune import CrossFinetuneChapter
 from .dimension import DimensionChapter
 from .freezing import FreezingChapter
 from .layer import LayerChapter
+from .outliers import OutliersChapter
 from .token import TokenChapter
 
 CHAPTER_CLASSES: dict[str, type[Chapter]] = {c.name: c for c in (
-    TokenChapter, DimensionChapter, LayerChapter, FreezingChapter, CrossFinetuneChapter, CkaChapter)}
+    TokenChapter, DimensionChapter, LayerChapter, FreezingChapter, CrossFinetuneChapter, CkaChapter, OutliersChapter)}
 EXPERIMENTS = tuple(CHAPTER_CLASSES)
 
 

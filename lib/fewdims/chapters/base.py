@@ -72,7 +72,8 @@ class Chapter:
 
     def baseline_analyses(self) -> list:
         dim, cka = self.profile.section("dimension"), self.profile.section("cka")
-        analyses = [layer_analysis(cka["n_examples"], tuple(cka["representations"]), cka["debiased"])]
+        analyses = [layer_analysis(cka["n_examples"], tuple(cka["representations"]), cka["debiased"],
+                                   self.runner.source, cka.get("n_tokens", 10_000))]
         if dim["inference_masking"]:
             sets = [d for sets in random_sets_by_k(dim, self.hidden).values() for d in sets]
             analyses.append(masking_analysis([list(d) for d in sets]))

@@ -6,14 +6,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 
 from ..runner import score
 from ..tables import fmt, frame, row, selection_score
 from ..tasks import get_task
-from ..verdicts import (BEAT_POINTS, CLOSE_POINTS, FUKUHATA, MOST, NOT_SUPPORTED, PARTLY, PARTLY_POINTS, finished,
-                        informative, informative_tasks, result, share_verdict, stat, tasks_of)
+from ..verdicts import (BETTER, FAILS, FEW_DIMS_MARGIN, FEW_DIMS_WIDE_MARGIN, FUKUHATA, HOLDS, NOT_WORSE, PARTLY,
+                        SELECTED_MARGIN, SUPPORTED, UNDECIDED, aggregate, compare, finished, informative_reference,
+                        informative_tasks, interval_columns, intervals_note, outcome, result, row_text, score_interval,
+                        settle, tally, tasks_of)
 from .base import ALL_DIMS, Chapter, random_sets_by_k
 
 # Variants of the chapter's frame (display labels; the logic reads them only through these names).
@@ -117,73 +118,144 @@ def best_k(task_runs: pd.DataFrame, k: int) -> tuple[float, int, str]:
     return math.nan, 0, ""
 
 
+def _chosen_by(runs: pd.DataFrame) -> pd.Series:
+    """What a set is chosen by: the held-out selection score where stored, else the dev score."""
+    if "selection_score" in runs:
+        return runs["selection_score"].where(runs["selection_score"].notna(), runs["score"]).astype(float)
+    return runs["score"].astype(float)
+
+
+def best_k_runs(task_runs: pd.DataFrame, k: int) -> tuple[pd.DataFrame, str]:
+    """The runs of a task's best k-dimension set: the headline 'best k=k' runs (every seed) if present, else the
+    k-dimension run with the best selection score (held-out where stored, else dev). Returns (runs, source)."""
+    head = task_runs[task_runs.variant == headline_variant(k)]
+    if len(head):
+        return head, headline_variant(k)
+    cand = task_runs[task_runs["k"] == k] if "k" in task_runs else task_runs.iloc[0:0]
+    if len(cand):
+        best = _chosen_by(cand).idxmax()
+        return cand.loc[[best]], str(cand.loc[best, "variant"])
+    return task_runs.iloc[0:0], ""
+
+
+def _best_outcome(outcomes) -> str:
+    """The better of several sets' outcomes: holds if one holds, fails if all fail, else inconclusive."""
+    outcomes = list(outcomes)
+    if HOLDS in outcomes:
+        return HOLDS
+    return FAILS if outcomes and all(o == FAILS for o in outcomes) else UNDECIDED
+
+
 def few_dims_claim(runs: pd.DataFrame) -> dict:
-    """Per task: gap = mean(all dims) - best of {best 2-dim set (headline, all seeds), best 3-dim set}.
-    'Close' = gap <= CLOSE_POINTS; rule 'most'. Partial support also when within PARTLY_POINTS on most tasks."""
+    """Per task: the best 2-dim and the best 3-dim set (best_k_runs) against all dims, each with the interval of
+    its difference (verdicts.compare). 'Close' = the interval lies above -FEW_DIMS_MARGIN (verdicts.NOT_WORSE);
+    a task holds if either k holds, fails if both fail, else is inconclusive. A task counts when the all-dims
+    interval lies above the majority baseline. Verdict: verdicts.aggregate; partly supported also when it would
+    be supported with FEW_DIMS_WIDE_MARGIN."""
     runs = finished(runs)
     rows = []
     for task in tasks_of(runs):
         t = runs[runs.task == task]
-        all_m, maj, n_all = stat(t[t.variant == ALL_DIMS])
-        (k2, n2, _), (k3, n3, _) = (best_k(t, k) for k in CLAIM_KS)
-        best = np.nanmax([k2, k3]) if not (math.isnan(k2) and math.isnan(k3)) else math.nan
-        if n_all and not math.isnan(best):
-            rows.append({"task": task, "all_dims": all_m, "best_k2": k2, "seeds_k2": n2, "best_k3": k3,
-                         "best_selected": best, "gap": all_m - best, "majority": maj,
-                         "informative": informative(all_m, maj), "close": all_m - best <= CLOSE_POINTS})
+        ref = t[t.variant == ALL_DIMS]
+        sets = {k: best_k_runs(t, k) for k in CLAIM_KS}
+        if not len(ref) or not any(len(g) for g, _ in sets.values()):
+            continue
+        maj = float(t["majority"].mean()) if "majority" in t else math.nan
+        out = {"task": task}
+        close, wide, methods = [], [], []
+        for k, (group, source) in sets.items():
+            c = compare(ref, group)
+            if k == CLAIM_KS[0]:
+                out.update(interval_columns("all_dims", c.reference, c.reference_mean, c.n_reference))
+                out["informative"] = informative_reference(c.reference, c.reference_mean, maj)
+            out.update(interval_columns(f"best_k{k}", c.variant, c.variant_mean, c.n_variant))
+            out.update(interval_columns(f"diff_k{k}", c.difference, c.variant_mean - c.reference_mean,
+                                        min(c.n_reference, c.n_variant)))
+            out[f"set_k{k}"] = source or "not run"
+            if len(group):
+                close.append(outcome(c.difference, FEW_DIMS_MARGIN, NOT_WORSE))
+                wide.append(outcome(c.difference, FEW_DIMS_WIDE_MARGIN, NOT_WORSE))
+                methods.append(f"{k} dims: {c.method}")
+        out.update({"majority": maj, "outcome": _best_outcome(close), "within_wide_margin": _best_outcome(wide),
+                    "interval": " / ".join(methods)})
+        rows.append(out)
     details = pd.DataFrame(rows)
+    settle(details, ["outcome", "within_wide_margin"])
     info, note, untested = informative_tasks(details, FEW_DIMS_CLAIM, "the all-dims model",
                                               "no task has both an all-dims run and a 2- or 3-dim run")
     if untested:
         return untested
-    parts = "; ".join(f"{r.task}: all dims {fmt(r.all_dims)}, best 2 dims {fmt(r.best_k2)}"
-                      f"{f' ({r.seeds_k2} seeds)' if r.seeds_k2 > 1 else ''}, best 3 dims {fmt(r.best_k3)}"
+
+    def kpart(r, k):
+        runs_ = getattr(r, f"best_k{k}_n")
+        what = f"{getattr(r, f'set_k{k}')}, {runs_} run{'s' if runs_ != 1 else ''}"
+        return (f"best {k} dims ({what}) {row_text(r, f'best_k{k}')}, difference "
+                f"{row_text(r, f'diff_k{k}', signed=True)}")
+
+    parts = "; ".join(f"{r.task}: all dims {row_text(r, 'all_dims')}, "
+                      + ", ".join(kpart(r, k) for k in CLAIM_KS if getattr(r, f"best_k{k}_n", 0))
                       for r in details.itertuples())
-    hits = int(info.close.sum())
-    verdict = share_verdict(hits, len(info), "most")
-    if verdict == NOT_SUPPORTED and (info.gap <= PARTLY_POINTS).sum() > MOST * len(info):
+    verdict = aggregate(info.outcome)
+    if verdict != SUPPORTED and aggregate(info.within_wide_margin) == SUPPORTED:
         verdict = PARTLY
-    text = (f"{parts}. The best 2- or 3-dimension run is within {CLOSE_POINTS:g} points of all dimensions on "
-            f"{hits} of {len(info)} informative tasks (within {PARTLY_POINTS:g} points on "
-            f"{int((info.gap <= PARTLY_POINTS).sum())}); the best sets are chosen on the same dev set they are "
-            f"scored on, which favours them.{note}")
+    text = (f"Points of each task's metric, mean over seeds with 95 % intervals: {parts}. With a margin of "
+            f"{FEW_DIMS_MARGIN:g} points (the better of the 2- and 3-dim sets is close when its difference's "
+            f"interval lies above −{FEW_DIMS_MARGIN:g}), the claim {tally(info.outcome)}; with "
+            f"{FEW_DIMS_WIDE_MARGIN:g} points it {tally(info.within_wide_margin)}. Sets are chosen on the held-out "
+            "train slice where the records have one, else on the dev set they are scored on (which favours them)."
+            f"{intervals_note(details)}{note}")
     return result(FEW_DIMS_CLAIM, FUKUHATA, text, verdict, details)
 
 
+def _selected_runs(t: pd.DataFrame, k: int) -> pd.DataFrame:
+    """The runs of the task's selected k-dim set (effective pair or scan top pair) with the best selection score
+    (held-out where stored, else dev), with the headline runs of the same dimensions (more seeds) when there are."""
+    sel = t[t.variant.isin(SELECTED_VARIANTS) & (t["k"] == k)] if "k" in t else t.iloc[0:0]
+    if not len(sel):
+        return sel
+    by = "dims" if "dims" in sel and sel["dims"].notna().all() else "variant"
+    best = sel.assign(_chosen=_chosen_by(sel)).groupby(by, sort=False)["_chosen"].mean().idxmax()
+    group = sel[sel[by] == best]
+    if by == "dims":
+        group = pd.concat([group, t[(t.variant == headline_variant(k)) & (t["dims"] == best)]])
+    return group.drop_duplicates("key") if "key" in group else group
+
+
 def selected_vs_random_claim(runs: pd.DataFrame, k: int = CLAIM_KS[0]) -> dict:
-    """Per task: margin = best selected k-dim run (effective pair, scan top pair) - mean of the random k-dim runs.
-    'Beats' = margin >= BEAT_POINTS; rule 'all'."""
+    """Per task: the selected k-dim set (_selected_runs) against the random k-dim sets (the null: every random set
+    is one run), with the interval of the difference (verdicts.compare; the random sets are resampled like seeds).
+    'Beats' = the interval lies above +SELECTED_MARGIN (verdicts.BETTER); below it the task fails. A task counts
+    when the all-dims model's interval lies above the majority baseline (the task was learned)."""
     runs = finished(runs)
     rows = []
     for task in tasks_of(runs):
         t = runs[runs.task == task]
-        rnd = t[t.variant == random_variant(k)]
-        sel = t[t.variant.isin(SELECTED_VARIANTS) & (t["k"] == k)]
+        rnd, sel = t[t.variant == random_variant(k)], _selected_runs(t, k)
+        if not (len(rnd) and len(sel)):
+            continue
         maj = float(t["majority"].mean()) if "majority" in t else math.nan
-        if len(rnd) and len(sel):
-            best = sel.loc[sel.score.idxmax()]
-            margin = float(best.score) - float(rnd.score.mean())
-            row = {"task": task, "random_mean": float(rnd.score.mean()), "random_max": float(rnd.score.max()),
-                   "random_sets": len(rnd), "best_selected": float(best.score), "best_kind": best.variant,
-                   "margin": margin, "majority": maj,
-                   # uninformative when no k-dim model (random or selected) beats the majority class
-                   "informative": informative(max(float(sel.score.max()), float(rnd.score.max())), maj),
-                   "beats": margin >= BEAT_POINTS}
-            for kind in SELECTED_VARIANTS:
-                row[kind] = float(sel[sel.variant == kind].score.max()) if (sel.variant == kind).any() else math.nan
-            rows.append(row)
+        c = compare(rnd, sel)
+        ref = t[t.variant == ALL_DIMS]
+        ref_iv = score_interval(ref) if len(ref) else c.variant
+        ref_mean = float(ref.score.mean()) if len(ref) else c.variant_mean
+        rows.append({"task": task, **c.columns("random", "selected"), "selected_set": str(sel.variant.iloc[0]),
+                     "random_best": float(rnd.score.max()), "majority": maj,
+                     "informative": informative_reference(ref_iv, ref_mean, maj),
+                     "outcome": outcome(c.difference, SELECTED_MARGIN, BETTER)})
     details = pd.DataFrame(rows)
-    info, note, untested = informative_tasks(details, SELECTED_CLAIM, "every dimension-selected model",
+    settle(details)
+    info, note, untested = informative_tasks(details, SELECTED_CLAIM, "the all-dims model",
                                               f"no task has both random and selected {k}-dim runs")
     if untested:
         return untested
-    parts = "; ".join(f"{r.task}: selected {fmt(r.best_selected)} ({r.best_kind}) vs random "
-                      f"{fmt(r.random_mean)} (mean of {r.random_sets} sets, best {fmt(r.random_max)})"
-                      for r in details.itertuples())
-    hits = int(info.beats.sum())
-    text = (f"{k} dimensions, one seed: {parts}. Selected dimensions beat the random mean by at least "
-            f"{BEAT_POINTS:g} point on {hits} of {len(info)} informative tasks.{note}")
-    return result(SELECTED_CLAIM, FUKUHATA, text, share_verdict(hits, len(info), "all"), details)
+    parts = "; ".join(f"{r.task}: selected ({r.selected_set}, {r.selected_n} run{'s' if r.selected_n != 1 else ''}) "
+                      f"{row_text(r, 'selected')}, random ({r.random_n} set{'s' if r.random_n != 1 else ''}, best "
+                      f"{fmt(r.random_best)}) {row_text(r, 'random')}, difference "
+                      f"{row_text(r, 'difference', signed=True)}" for r in details.itertuples())
+    text = (f"{k} dimensions, points of each task's metric with 95 % intervals: {parts}. With a margin of "
+            f"{SELECTED_MARGIN:g} point (selected dimensions beat random ones when the difference's interval lies "
+            f"above +{SELECTED_MARGIN:g}), the claim {tally(info.outcome)}.{intervals_note(details)}{note}")
+    return result(SELECTED_CLAIM, FUKUHATA, text, aggregate(info.outcome), details)
 
 
 DIMENSION_ORDER = (ALL_DIMS, *(random_variant(k) for k in (1, 2, 3)), EFFECTIVE, SCAN_TOP)
@@ -218,7 +290,8 @@ def top_pairs(scan: pd.DataFrame, n: int = 10) -> pd.DataFrame:
     for _, r in (scan if scan is not None else pd.DataFrame()).iterrows():
         for rank, (i, j, value) in enumerate((r.get("top") or [])[:n], start=1):
             rows.append({"task": r["task"], "rank": rank, "dims": f"({i}, {j})",
-                         f"score ({r.get('score', 'score')}, points)": fmt(100.0 * value)})
+                         "scored on": r.get("split", "dev"), "metric": r.get("score", "score"),
+                         "score (points)": fmt(100.0 * value)})
     return pd.DataFrame(rows)
 
 

@@ -6,10 +6,12 @@ import math
 
 import pandas as pd
 
+from ..stats import Interval
 from ..tables import fmt, frame, row
-from ..verdicts import (COLLAPSE_MARGIN_POINTS, FUKUHATA, HARDER_TASKS, LARGE_DROP_POINTS, MOST, NOT_SUPPORTED,
-                        PARTLY, SUPPORTED, finished, informative, not_tested, result, share_verdict, stat, tasks_of,
-                        uninformative_note)
+from ..verdicts import (COLLAPSE_MARGIN_POINTS, FAILS, FUKUHATA, HARDER_TASKS, HOLDS, INCONCLUSIVE, LARGE_DROP_POINTS,
+                        NO, NOT_SUPPORTED, NOT_WORSE, PARTLY, SUPPORTED, UNDECIDED, aggregate, compare, defined,
+                        finished, informative_reference, interval_columns, interval_uninformative_note,
+                        intervals_note, not_tested, outcome, result, row_text, score_interval, settle, tally, tasks_of)
 from .base import Chapter
 
 FINE_TUNED, FROZEN_MLP, FROZEN_PROBE = "fine-tuned, linear head", "frozen, 2-layer head", "frozen, linear probe"
@@ -34,46 +36,64 @@ class FreezingChapter(Chapter):
 FREEZING_CLAIM = "With a frozen backbone, even a 2-layer head collapses on the harder tasks."
 
 
+def collapse(frozen: Interval | None, majority: float) -> str:
+    """HOLDS (collapsed) when the frozen model's interval is not above the majority baseline and reaches at most
+    COLLAPSE_MARGIN_POINTS above it; FAILS when it lies above the baseline; else (a wide interval, none, or an
+    unknown baseline) UNDECIDED."""
+    if not defined(frozen) or majority is None or math.isnan(majority):
+        return UNDECIDED
+    if frozen.low > majority:
+        return FAILS
+    return HOLDS if frozen.high <= majority + COLLAPSE_MARGIN_POINTS else UNDECIDED
+
+
 def freezing_claim(frame: pd.DataFrame) -> dict:
-    """Per harder task (HARDER_TASKS): 'collapse' = frozen 2-layer head mean <= majority + COLLAPSE_MARGIN.
-    Supported if it collapses on most harder tasks; partly if it is LARGE_DROP_POINTS below fine-tuning on most
-    of them without collapsing; else not supported. Easier tasks are reported for contrast."""
+    """Per task: the frozen backbone with a 2-layer head against the fine-tuned one (verdicts.compare: frozen minus
+    fine-tuned, with the interval of the difference). On the harder tasks (HARDER_TASKS) the claim holds where the
+    frozen model collapses (`collapse`: its interval is not above the majority baseline), fails where its interval
+    lies above the baseline. Verdict over the informative harder tasks (the fine-tuned interval above the baseline):
+    verdicts.aggregate; partly supported instead of not supported / inconclusive when the frozen model lies more than
+    LARGE_DROP_POINTS below fine-tuning on most of them (a large drop without a collapse). Easier tasks are reported
+    for contrast."""
     frame = finished(frame)
     rows = []
     for task in tasks_of(frame):
         t = frame[frame.task == task]
-        ft, maj, n_ft = stat(t[t.variant == FINE_TUNED])
-        fr, maj_fr, n_fr = stat(t[t.variant == FROZEN_MLP])
-        pr, _, _ = stat(t[t.variant == FROZEN_PROBE])
-        maj = maj if not math.isnan(maj) else maj_fr
-        if n_ft and n_fr:
-            rows.append({"task": task, "harder": task in HARDER_TASKS, "fine_tuned": ft, "frozen_mlp": fr,
-                         "frozen_probe": pr, "drop_points": ft - fr, "majority": maj,
-                         "above_majority": fr - maj if not math.isnan(maj) else math.nan,
-                         "informative": informative(ft, maj),
-                         "collapse": (not math.isnan(maj)) and fr <= maj + COLLAPSE_MARGIN_POINTS,
-                         "large_drop": ft - fr >= LARGE_DROP_POINTS})
+        ft, fr, pr = (t[t.variant == v] for v in (FINE_TUNED, FROZEN_MLP, FROZEN_PROBE))
+        if not (len(ft) and len(fr)):
+            continue
+        maj = float(t["majority"].mean()) if "majority" in t and t["majority"].notna().any() else math.nan
+        c = compare(ft, fr)
+        rows.append({"task": task, "harder": task in HARDER_TASKS, **c.columns("fine_tuned", "frozen_mlp"),
+                     **interval_columns("frozen_probe", score_interval(pr), float(pr.score.mean()) if len(pr)
+                                        else math.nan, len(pr)),
+                     "majority": maj, "informative": informative_reference(c.reference, c.reference_mean, maj),
+                     "collapse": collapse(c.variant, maj),
+                     # a large drop 'holds' when frozen minus fine-tuned lies below -LARGE_DROP_POINTS
+                     "large_drop": {HOLDS: FAILS, FAILS: HOLDS}.get(
+                         outcome(c.difference, LARGE_DROP_POINTS, NOT_WORSE), UNDECIDED)})
     details = pd.DataFrame(rows)
     if details.empty:
         return not_tested(FREEZING_CLAIM, FUKUHATA, "no task has both fine-tuned and frozen 2-layer-head runs",
                            details)
-    note = uninformative_note(details[~details.informative].task.tolist(), "the fine-tuned model")
-    hard = details[details.informative & details.harder]
+    settle(details, ["collapse", "large_drop"])
+    note = interval_uninformative_note(details[details.informative == NO].task.tolist(), "the fine-tuned model")
+    hard = details[(details.informative != NO) & details.harder]
     if hard.empty:
         return not_tested(FREEZING_CLAIM, FUKUHATA, f"no informative harder task ({', '.join(HARDER_TASKS)})."
                            f"{note}".rstrip("."), details)
-    parts = "; ".join(f"{r.task}{' (harder)' if r.harder else ''}: fine-tuned {fmt(r.fine_tuned)}, frozen + "
-                      f"2-layer head {fmt(r.frozen_mlp)}, majority {fmt(r.majority)}" for r in details.itertuples())
-    n_col, n_drop = int(hard.collapse.sum()), int(hard.large_drop.sum())
-    verdict = share_verdict(n_col, len(hard), "most")
-    if verdict != SUPPORTED:
-        verdict = PARTLY if n_drop > MOST * len(hard) else NOT_SUPPORTED
-    easy = details[details.informative & ~details.harder]
-    text = (f"{parts}. On {n_col} of {len(hard)} informative harder tasks the frozen backbone with a 2-layer head "
-            f"is within {COLLAPSE_MARGIN_POINTS:g} points of the majority baseline (collapse); it is at least "
-            f"{LARGE_DROP_POINTS:g} points below fine-tuning on {n_drop}")
+    parts = "; ".join(f"{r.task}{' (harder)' if r.harder else ''}: fine-tuned {row_text(r, 'fine_tuned')}, frozen + "
+                      f"2-layer head {row_text(r, 'frozen_mlp')}, difference {row_text(r, 'difference', True)}, "
+                      f"majority {fmt(r.majority)}" for r in details.itertuples())
+    verdict = aggregate(hard.collapse)
+    if verdict in (NOT_SUPPORTED, INCONCLUSIVE) and aggregate(hard.large_drop) == SUPPORTED:
+        verdict = PARTLY
+    easy = details[(details.informative != NO) & ~details.harder]
+    text = (f"Points of each task's metric, mean over seeds with 95 % intervals: {parts}. A collapse (the frozen "
+            f"model's interval not above the majority baseline and at most {COLLAPSE_MARGIN_POINTS:g} points above "
+            f"it) {tally(hard.collapse, 'informative harder tasks')}; a drop of more than {LARGE_DROP_POINTS:g} "
+            f"points below fine-tuning {tally(hard.large_drop, 'informative harder tasks')}")
     if len(easy):
-        text += f"; mean drop on the easier tasks {fmt(easy['drop_points'].mean())} vs "
-        text += f"{fmt(hard['drop_points'].mean())} on the harder"
-    return result(FREEZING_CLAIM, FUKUHATA, text + "." + note, verdict, details)
-
+        text += (f"; mean difference {fmt(easy['difference'].mean(), signed=True)} points on the easier tasks vs "
+                 f"{fmt(hard['difference'].mean(), signed=True)} on the harder")
+    return result(FREEZING_CLAIM, FUKUHATA, text + "." + intervals_note(details) + note, verdict, details)

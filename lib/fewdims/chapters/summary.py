@@ -9,7 +9,7 @@ from ..verdicts import finished, tasks_of
 from . import EXPERIMENTS, open_chapter
 from .base import ALL_DIMS
 from .cka import cka_block_claim, layer_drop_claim, layer_drop_table
-from .cross_finetune import cross_claim
+from .cross_finetune import cross_claim, forgetting_claim
 from .dimension import CLAIM_KS, best_k, few_dims_claim, random_variant, selected_vs_random_claim
 from .freezing import FINE_TUNED, FROZEN_MLP, freezing_claim
 from .layer import ALL_DIMS_LAYER, layer_claim
@@ -40,8 +40,9 @@ def majority_from_frames(results: dict) -> dict:
 
 
 def all_claims(results: dict, representation: str = "cls", majority: dict | None = None) -> list[dict]:
-    """Every claim of both papers, in the book's order, from the results of `collect`. `majority` (for the
-    layer-dropping claim) defaults to the majority baselines found in the other experiments' frames."""
+    """Every claim of both papers, in the book's order, from the results of `collect`, then the outliers chapter's
+    external claims (see `external`). `majority` (for the layer-dropping claim) defaults to the majority baselines
+    found in the other experiments' frames."""
     runs = _dimension_runs(results)
     dim = results.get("dimension")
     if majority is None:
@@ -53,9 +54,21 @@ def all_claims(results: dict, representation: str = "cls", majority: dict | None
         layer_claim(results.get("layer")),
         freezing_claim(results.get("freezing")),
         cross_claim(results.get("cross_finetune")),
+        forgetting_claim(results.get("cross_finetune")),
         cka_block_claim(results.get("cka"), representation),
         layer_drop_claim(results.get("cka"), majority),
-    ]
+    ] + external(results)
+
+
+def external(results: dict) -> list[dict]:
+    """The external claims of the outliers chapter (Rudman et al. 2023, Kovaleva et al. 2021, Timkey & van
+    Schijndel 2021), after both papers' claims, when `results` holds that chapter (its results may be None: then
+    they are 'not tested'). Their verdicts may also be 'inconclusive' (chapters.outliers.INCONCLUSIVE)."""
+    if "outliers" not in results:
+        return []
+    from .outliers import external_claims
+
+    return external_claims(results["outliers"])
 
 
 def effect_table(results: dict) -> pd.DataFrame:
@@ -102,3 +115,35 @@ def effect_table(results: dict) -> pd.DataFrame:
         if top >= 1:
             add(t, "top layer dropped", float(r[r.layers_kept == top - 1].score.iloc[0]), float(r.full.iloc[0]))
     return pd.DataFrame(rows, columns=["task", "manipulation", "delta"])
+
+
+# -- the at-a-glance page ------------------------------------------------------------------------------------------
+CHAPTER_OF = {"token": "token", "few_dims": "dimension", "selected_vs_random": "dimension", "layer": "layer",
+              "freezing": "freezing", "cross": "cross_finetune", "forgetting": "cross_finetune", "cka_block": "cka",
+              "layer_drop": "cka"}
+
+
+def glance_markdown(claims: list[dict]) -> str:
+    """One Markdown table: # | the paper says (source) | our verdict | what we measured | chapter."""
+    from ..sources import SOURCES, source_of
+
+    lines = ["| # | the paper says | our verdict | what we measured | chapter |", "|---|---|---|---|---|"]
+    for i, claim in enumerate(claims, start=1):
+        source = source_of(claim)
+        key = next((k for k, v in SOURCES.items() if v is source), None)
+        said = (f"“{source.quote}” ({source.where})" if source else f"{claim['claim']} ({claim['paper']})")
+        chapter = CHAPTER_OF.get(key) or claim.get("chapter") or ("outliers" if "outlier" in claim["paper"].lower()
+                                                                   or claim.get("external") else "summary")
+        measured = claim.get("effect") or _first_sentence(claim["measured"])
+        lines.append(f"| {i} | {_cell(said)} | **{claim['verdict']}** | {_cell(measured)} | "
+                     f"[{chapter.replace('_', ' ')}]({chapter}.ipynb) |")
+    return "\n".join(lines)
+
+
+def _first_sentence(text: str, limit: int = 320) -> str:
+    sentence = text.split(". ")[0].rstrip(".") + "."
+    return sentence if len(sentence) <= limit else sentence[: limit - 1].rsplit(" ", 1)[0] + " …"
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")

@@ -1,11 +1,14 @@
 """(a) CLS vs the max-norm token (Fukuhata & Kano 2025): a head on another token's vector instead of [CLS]."""
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 
-from ..tables import fmt, frame, row
-from ..verdicts import (CLOSE_POINTS, FUKUHATA, finished, informative, not_tested, result, share_verdict, stat,
-                        tasks_of, uninformative_note)
+from ..tables import frame, row
+from ..verdicts import (FAILS, FUKUHATA, NO, NOT_WORSE, TOKEN_MARGIN, UNDECIDED, aggregate, compare, finished,
+                        informative_reference, interval_uninformative_note, intervals_note, not_tested, outcome,
+                        result, row_text, settle, tally, tasks_of)
 from .base import Chapter
 
 CLS, MAX_NORM = "cls", "max_norm"  # the poolings the claim compares (RunConfig.pooling values)
@@ -34,36 +37,42 @@ TOKEN_CLAIM = "A head on the max-norm token scores like one on [CLS] on 7 of 8 G
 
 
 def token_claim(runs: pd.DataFrame, exception: str = "RTE") -> dict:
-    """Per task: mean(max_norm) - mean(cls). 'Matches' = at most CLOSE_POINTS below (better also matches).
-    Verdict on the tasks other than `exception` (rule 'all'); the exception's gap is reported."""
+    """Per task: max-norm minus CLS with the paired interval of the difference (verdicts.compare). 'Matches' =
+    the interval lies above -TOKEN_MARGIN (better also matches; verdicts.NOT_WORSE); below it the task fails;
+    across it the task is inconclusive. A task counts when the CLS interval lies above the majority baseline. The
+    verdict is taken over the counted tasks other than `exception` (verdicts.aggregate); the exception's
+    difference is reported beside it."""
     runs = finished(runs)
     rows = []
     for task in tasks_of(runs):
-        cls_m, maj, n_cls = stat(runs[(runs.task == task) & (runs.variant == CLS)])
-        mn_m, _, n_mn = stat(runs[(runs.task == task) & (runs.variant == MAX_NORM)])
-        if n_cls and n_mn:
-            gap = mn_m - cls_m
-            rows.append({"task": task, "cls": cls_m, "max_norm": mn_m, "gap": gap, "seeds_cls": n_cls,
-                         "seeds_max_norm": n_mn, "majority": maj, "informative": informative(cls_m, maj),
-                         "matches": gap >= -CLOSE_POINTS})
+        t = runs[runs.task == task]
+        cls_runs, mn_runs = t[t.variant == CLS], t[t.variant == MAX_NORM]
+        if len(cls_runs) and len(mn_runs):
+            c = compare(cls_runs, mn_runs)
+            maj = float(t["majority"].mean()) if "majority" in t else math.nan
+            rows.append({"task": task, **c.columns("cls", "max_norm"), "majority": maj,
+                         "informative": informative_reference(c.reference, c.reference_mean, maj),
+                         "outcome": outcome(c.difference, TOKEN_MARGIN, NOT_WORSE)})
     details = pd.DataFrame(rows)
     if details.empty:
         return not_tested(TOKEN_CLAIM, FUKUHATA, "no task has both a CLS run and a max-norm-token run", details)
-    info = details[details.informative]
-    others = info[info.task != exception]
-    gaps = "; ".join(f"{r.task} {fmt(r.gap, signed=True)}" for r in details.itertuples())
-    note = uninformative_note(details[~details.informative].task.tolist(), "the CLS model")
+    counted = settle(details)
+    others = counted[counted.task != exception]
+    parts = "; ".join(f"{r.task}: CLS {row_text(r, 'cls')}, max-norm {row_text(r, 'max_norm')}, difference "
+                      f"{row_text(r, 'difference', signed=True)}" for r in details.itertuples())
+    note = interval_uninformative_note(details[details.informative == NO].task.tolist(), "the CLS model")
     if others.empty:
-        return not_tested(TOKEN_CLAIM, FUKUHATA, f"no informative task other than {exception} "
-                           f"(max-norm minus CLS, points: {gaps}).{note}".rstrip("."), details)
-    hits = int(others.matches.sum())
-    text = (f"Max-norm token minus CLS (mean over seeds, points of each task's metric): {gaps}. "
-            f"The max-norm token is within {CLOSE_POINTS:g} points of CLS, or better, on {hits} of "
-            f"{len(others)} informative tasks other than {exception}")
-    exc = info[info.task == exception]
+        return not_tested(TOKEN_CLAIM, FUKUHATA, f"no informative task other than {exception} ({parts}).{note}"
+                          .rstrip("."), details)
+    text = (f"Points of each task's metric, mean over seeds with 95 % intervals: {parts}. With a margin of "
+            f"{TOKEN_MARGIN:g} points (the max-norm token matches when the difference's interval lies above "
+            f"−{TOKEN_MARGIN:g}), the claim {tally(others.outcome, f'informative tasks other than {exception}')}")
+    exc = counted[counted.task == exception]
     if len(exc):
-        gap = float(exc.gap.iloc[0])
-        text += (f"; on {exception} it is {fmt(abs(gap))} points {'below' if gap < 0 else 'above'} CLS"
-                 f" ({'an exception, as in the paper' if gap < -CLOSE_POINTS else 'no exception'})")
-    return result(TOKEN_CLAIM, FUKUHATA, text + "." + note, share_verdict(hits, len(others), "all"), details)
-
+        o = exc.outcome.iloc[0]
+        text += (f"; on {exception} the max-norm token "
+                 + ("falls short of CLS, an exception as in the paper" if o == FAILS else
+                    "cannot be told apart from the margin (inconclusive)" if o == UNDECIDED else
+                    "matches CLS (no exception)"))
+    return result(TOKEN_CLAIM, FUKUHATA, text + "." + intervals_note(details) + note, aggregate(others.outcome),
+                  details)
