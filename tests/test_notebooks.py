@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fewdims import figures, tables, verdicts
+from fewdims import comparisons, figures, tables, verdicts
 from fewdims.chapters import cka as cka_chapter
 from fewdims.chapters import cross_finetune as cross_finetune_chapter
 from fewdims.chapters import dimension as dimension_chapter
@@ -131,71 +131,71 @@ def iv(low, high, est=None):
 
 
 def test_outcome_rules_read_the_interval_against_the_margin():
-    o = verdicts.outcome
-    assert o(iv(-1.5, 0.5), 2, verdicts.NOT_WORSE) == verdicts.HOLDS
-    assert o(iv(-3.0, -2.1), 2, verdicts.NOT_WORSE) == verdicts.FAILS
-    assert o(iv(-3.0, 0.0), 2, verdicts.NOT_WORSE) == verdicts.UNDECIDED
-    assert o(iv(3.0, 9.0), 2, verdicts.NOT_WORSE) == verdicts.HOLDS           # better also matches
-    assert o(iv(-1.0, 1.0), 2, verdicts.EQUIVALENT) == verdicts.HOLDS
-    assert o(iv(2.5, 4.0), 2, verdicts.EQUIVALENT) == verdicts.FAILS
-    assert o(iv(1.0, 3.0), 2, verdicts.EQUIVALENT) == verdicts.UNDECIDED
-    assert o(iv(1.5, 4.0), 1, verdicts.BETTER) == verdicts.HOLDS
-    assert o(iv(-2.0, 0.9), 1, verdicts.BETTER) == verdicts.FAILS
-    assert o(iv(0.5, 3.0), 1, verdicts.BETTER) == verdicts.UNDECIDED
-    assert o(None, 2, verdicts.NOT_WORSE) == verdicts.UNDECIDED
-    assert o(iv(-math.inf, math.inf, 0.0), 2, verdicts.EQUIVALENT) == verdicts.UNDECIDED
+    o = comparisons.outcome
+    assert o(iv(-1.5, 0.5), 2, comparisons.NOT_WORSE) == comparisons.HOLDS
+    assert o(iv(-3.0, -2.1), 2, comparisons.NOT_WORSE) == comparisons.FAILS
+    assert o(iv(-3.0, 0.0), 2, comparisons.NOT_WORSE) == comparisons.UNDECIDED
+    assert o(iv(3.0, 9.0), 2, comparisons.NOT_WORSE) == comparisons.HOLDS           # better also matches
+    assert o(iv(-1.0, 1.0), 2, comparisons.EQUIVALENT) == comparisons.HOLDS
+    assert o(iv(2.5, 4.0), 2, comparisons.EQUIVALENT) == comparisons.FAILS
+    assert o(iv(1.0, 3.0), 2, comparisons.EQUIVALENT) == comparisons.UNDECIDED
+    assert o(iv(1.5, 4.0), 1, comparisons.BETTER) == comparisons.HOLDS
+    assert o(iv(-2.0, 0.9), 1, comparisons.BETTER) == comparisons.FAILS
+    assert o(iv(0.5, 3.0), 1, comparisons.BETTER) == comparisons.UNDECIDED
+    assert o(None, 2, comparisons.NOT_WORSE) == comparisons.UNDECIDED
+    assert o(iv(-math.inf, math.inf, 0.0), 2, comparisons.EQUIVALENT) == comparisons.UNDECIDED
 
 
 def test_aggregate_over_tasks():
-    H, F, U = verdicts.HOLDS, verdicts.FAILS, verdicts.UNDECIDED
-    assert verdicts.aggregate([H, H, F]) == verdicts.SUPPORTED
-    assert verdicts.aggregate([F, F, H]) == verdicts.NOT_SUPPORTED
-    assert verdicts.aggregate([U, U, H]) == verdicts.INCONCLUSIVE
-    assert verdicts.aggregate([H, F]) == verdicts.PARTLY
-    assert verdicts.aggregate([H, U]) == verdicts.PARTLY
-    assert verdicts.aggregate([F, U]) == verdicts.INCONCLUSIVE
-    assert verdicts.aggregate([]) == verdicts.NOT_TESTED
+    H, F, U = comparisons.HOLDS, comparisons.FAILS, comparisons.UNDECIDED
+    assert comparisons.aggregate([H, H, F]) == verdicts.SUPPORTED
+    assert comparisons.aggregate([F, F, H]) == verdicts.NOT_SUPPORTED
+    assert comparisons.aggregate([U, U, H]) == verdicts.INCONCLUSIVE
+    assert comparisons.aggregate([H, F]) == verdicts.PARTLY
+    assert comparisons.aggregate([H, U]) == verdicts.PARTLY
+    assert comparisons.aggregate([F, U]) == verdicts.INCONCLUSIVE
+    assert comparisons.aggregate([]) == verdicts.NOT_TESTED
     assert verdicts.INCONCLUSIVE in verdicts.VERDICTS
 
 
 def test_informative_reference_needs_its_interval_above_the_majority():
-    assert verdicts.informative_reference(iv(52.0, 60.0), 56.0, 50.0) == verdicts.YES
-    assert verdicts.informative_reference(iv(49.0, 60.0), 54.5, 50.0) == verdicts.NO
-    assert verdicts.informative_reference(None, 56.0, 50.0) == verdicts.UNKNOWN  # one run: counts, inconclusive
-    assert verdicts.informative_reference(None, 50.0, 50.0) == verdicts.NO
-    assert verdicts.informative_reference(None, math.nan, 50.0) == verdicts.NO
+    assert comparisons.informative_reference(iv(52.0, 60.0), 56.0, 50.0) == comparisons.YES
+    assert comparisons.informative_reference(iv(49.0, 60.0), 54.5, 50.0) == comparisons.NO
+    assert comparisons.informative_reference(None, 56.0, 50.0) == comparisons.UNKNOWN  # one run: counts, inconclusive
+    assert comparisons.informative_reference(None, 50.0, 50.0) == comparisons.NO
+    assert comparisons.informative_reference(None, math.nan, 50.0) == comparisons.NO
 
 
 def test_compare_prefers_paired_predictions_then_paired_seeds_then_welch():
     labels = binary_labels(1000)
     a = pred_runs("SST-2", "a", labels, seeded(labels, 0.9))
     b = pred_runs("SST-2", "b", labels, seeded(labels, 0.8, base=1))
-    c = verdicts.compare(pd.DataFrame(a), pd.DataFrame(b))
+    c = comparisons.compare(pd.DataFrame(a), pd.DataFrame(b))
     assert c.method.startswith("paired bootstrap, 5 vs 5 runs × 1000 examples")
     assert c.difference.estimate == pytest.approx(c.variant_mean - c.reference_mean)
     assert c.difference.high < -5 and c.reference.low > 85
     old = [{k: v for k, v in r.items() if k not in ("preds", "labels")} for r in a + b]  # older records
     ref, var = pd.DataFrame(old[:5]), pd.DataFrame(old[5:])
-    c = verdicts.compare(ref, var)
+    c = comparisons.compare(ref, var)
     assert c.method == "t over 5 paired seeds" and c.difference.n == 5
     diffs = var.score.to_numpy() - ref.score.to_numpy()
     assert c.difference.estimate == pytest.approx(diffs.mean())
-    c = verdicts.compare(ref.assign(seed=0), var)  # the seeds do not pair up: unpaired, labelled
+    c = comparisons.compare(ref.assign(seed=0), var)  # the seeds do not pair up: unpaired, labelled
     assert c.method.startswith("unpaired Welch") and c.difference.low < c.difference.estimate < c.difference.high
-    c = verdicts.compare(ref.iloc[:1], var.iloc[:1])
+    c = comparisons.compare(ref.iloc[:1], var.iloc[:1])
     assert c.difference is None and "one run" in c.method
     shifted = pd.DataFrame(b).assign(labels=[np.roll(labels, 1)] * 5)  # other dev examples: no pairing
-    assert not verdicts.compare(pd.DataFrame(a), shifted).method.startswith("paired bootstrap")
+    assert not comparisons.compare(pd.DataFrame(a), shifted).method.startswith("paired bootstrap")
 
 
 def test_details_table_formats_intervals_without_nan():
-    details = pd.DataFrame([{"task": "SST-2", **verdicts.interval_columns("cls", iv(84.9, 86.7, 85.8), n=5),
-                             **verdicts.interval_columns("difference", iv(-2.9, -0.5, -1.7), n=5),
-                             "majority": 50.9, "informative": verdicts.YES},
-                            {"task": "RTE", **verdicts.interval_columns("cls", None, 60.0, 1),
-                             **verdicts.interval_columns("difference", None, math.nan, 0),
-                             "majority": math.nan, "informative": verdicts.UNKNOWN}])
-    table = verdicts.details_table(details)
+    details = pd.DataFrame([{"task": "SST-2", **comparisons.interval_columns("cls", iv(84.9, 86.7, 85.8), n=5),
+                             **comparisons.interval_columns("difference", iv(-2.9, -0.5, -1.7), n=5),
+                             "majority": 50.9, "informative": comparisons.YES},
+                            {"task": "RTE", **comparisons.interval_columns("cls", None, 60.0, 1),
+                             **comparisons.interval_columns("difference", None, math.nan, 0),
+                             "majority": math.nan, "informative": comparisons.UNKNOWN}])
+    table = comparisons.details_table(details)
     assert list(table.columns) == ["task", "cls", "difference", "majority", "informative"]
     assert table.loc[0, "cls"] == "85.8 [84.9, 86.7]" and table.loc[0, "difference"] == "−1.7 [−2.9, −0.5]"
     assert table.loc[1, "cls"] == "60.0 (one run, no interval)" and table.loc[1, "difference"] == "n/a"
@@ -279,8 +279,8 @@ def test_token_claim_with_predictions():
     c = token_chapter.token_claim(token_pred_frame())
     d = c["details"].set_index("task")
     assert c["verdict"] == verdicts.SUPPORTED, c["measured"]
-    assert d.loc["SST-2", "outcome"] == verdicts.HOLDS and d.loc["RTE", "outcome"] == verdicts.FAILS
-    assert d.loc["QQP", "outcome"] == verdicts.LEFT_OUT and "QQP" in c["measured"].split("baseline:")[1]
+    assert d.loc["SST-2", "outcome"] == comparisons.HOLDS and d.loc["RTE", "outcome"] == comparisons.FAILS
+    assert d.loc["QQP", "outcome"] == comparisons.LEFT_OUT and "QQP" in c["measured"].split("baseline:")[1]
     assert d.loc["SST-2", "interval"] == "paired bootstrap, 5 vs 5 runs × 3000 examples"
     assert d.loc["SST-2", "cls_low"] < d.loc["SST-2", "cls"] < d.loc["SST-2", "cls_high"]
     assert "SST-2: CLS 89.9 [89.1, 90.7], max-norm " in c["measured"] and "margin of 2 points" in c["measured"]
@@ -291,7 +291,7 @@ def test_token_claim_with_predictions():
     # 300 examples: a 2-point gap is within its own noise on both tasks
     c = token_chapter.token_claim(token_pred_frame(sst_acc=0.88, qnli_acc=0.88, n=300))
     assert c["verdict"] == verdicts.INCONCLUSIVE, c["measured"]
-    assert set(c["details"].set_index("task").loc[["SST-2", "QNLI"], "outcome"]) == {verdicts.UNDECIDED}
+    assert set(c["details"].set_index("task").loc[["SST-2", "QNLI"], "outcome"]) == {comparisons.UNDECIDED}
 
 
 # -- (b) dimensions ----------------------------------------------------------------------------------------------
@@ -345,10 +345,10 @@ def dim_pred_frame(best_acc=0.895, n=3000, all_acc=0.9, task="SST-2", majority=5
 
 def test_few_dims_with_predictions():
     holds = dimension_chapter.few_dims_claim(dim_pred_frame())
-    assert holds["verdict"] == verdicts.SUPPORTED and holds["details"].iloc[0]["outcome"] == verdicts.HOLDS
+    assert holds["verdict"] == verdicts.SUPPORTED and holds["details"].iloc[0]["outcome"] == comparisons.HOLDS
     assert holds["details"].iloc[0]["diff_k2_high"] < 2 and "paired bootstrap" in holds["measured"]
     wide = dimension_chapter.few_dims_claim(dim_pred_frame(best_acc=0.865))  # 3.5 points below: within 5 only
-    assert wide["verdict"] == verdicts.PARTLY and wide["details"].iloc[0]["outcome"] == verdicts.FAILS
+    assert wide["verdict"] == verdicts.PARTLY and wide["details"].iloc[0]["outcome"] == comparisons.FAILS
     assert dimension_chapter.few_dims_claim(dim_pred_frame(best_acc=0.8))["verdict"] == verdicts.NOT_SUPPORTED
     small = dimension_chapter.few_dims_claim(dim_pred_frame(best_acc=0.88, n=300))
     assert small["verdict"] == verdicts.INCONCLUSIVE
@@ -404,11 +404,11 @@ def test_layer_claim_with_predictions():
     c = layer_chapter.layer_claim(layer_pred_frame([0.5, 0.6, 0.65, 0.9, 0.9]))
     assert c["verdict"] == verdicts.SUPPORTED, c["measured"]
     d = c["details"].set_index("variant").loc["k=2"]
-    assert d["lower_less"] == verdicts.HOLDS and d["upper_flat"] == verdicts.HOLDS and d["worst_upper_layer"] == 3
+    assert d["lower_less"] == comparisons.HOLDS and d["upper_flat"] == comparisons.HOLDS and d["worst_upper_layer"] == 3
     assert "layers 1-2" in c["measured"] and "layers 3-4" in c["measured"]
     by = c["by_layer"]
     assert set(by.columns) >= {"score_low", "score_high", "vs_top", "vs_top_low", "vs_top_high", "outcome"}
-    assert by[(by.variant == "k=2") & (by.layer == 1)].outcome.iloc[0] == verdicts.FAILS  # far below the top
+    assert by[(by.variant == "k=2") & (by.layer == 1)].outcome.iloc[0] == comparisons.FAILS  # far below the top
     partly = layer_chapter.layer_claim(layer_pred_frame([0.5, 0.6, 0.65, 0.8, 0.9]))  # layer 3 is 10 points lower
     assert partly["verdict"] == verdicts.PARTLY
     flat = layer_chapter.layer_claim(layer_pred_frame([0.5, 0.8, 0.9, 0.8, 0.9]))  # lower = upper, 3 far from 4
@@ -468,7 +468,7 @@ def freeze_pred_frame(rte_frozen=None, mrpc_frozen=None, n=2000, fine_tuned=0.9)
 def test_freezing_claim_with_predictions():
     c = freezing_chapter.freezing_claim(freeze_pred_frame())
     assert c["verdict"] == verdicts.SUPPORTED, c["measured"]
-    assert set(c["details"].set_index("task").loc[["RTE", "MRPC"], "collapse"]) == {verdicts.HOLDS}
+    assert set(c["details"].set_index("task").loc[["RTE", "MRPC"], "collapse"]) == {comparisons.HOLDS}
     assert freezing_chapter.freezing_claim(freeze_pred_frame(rte_frozen=0.75, mrpc_frozen=0.72))["verdict"] == \
         verdicts.PARTLY  # no collapse, but more than 10 points below fine-tuning
     assert freezing_chapter.freezing_claim(freeze_pred_frame(rte_frozen=0.88, mrpc_frozen=0.88))["verdict"] == \

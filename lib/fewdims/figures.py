@@ -124,7 +124,7 @@ def _spread(g: pd.DataFrame, y: str) -> tuple[float, float] | None:
     """(low, high) drawn around a group's mean: for y='score' its 95 % interval (verdicts.score_interval: a
     bootstrap over dev examples and runs where the runs stored predictions, else a t-interval over the runs), for
     any other column mean ± one standard deviation; None when there is none (one run without predictions)."""
-    from .verdicts import defined, score_interval
+    from .comparisons import defined, score_interval
 
     if y == "score":
         iv = score_interval(g)

@@ -16,9 +16,9 @@ from ..runner import Runner, score
 from ..stats import Interval
 from ..tables import MAJORITY_MARK, fmt, frame, majority_points, row, stored_predictions
 from ..tasks import get_task
-from ..verdicts import (CROSS_MARGIN, FUKUHATA, N_BOOT, NO, NOT_WORSE, RETENTION_MARGIN, aggregate, compare, defined,
-                        finished, informative_reference, interval_columns, intervals_note, not_tested,
-                        outcome, result, row_text, settle, tally)
+from ..comparisons import (NO, NOT_WORSE, aggregate, compare, defined, informative_reference, interval_columns,
+                           intervals_note, outcome, row_text, settle, tally)
+from ..verdicts import CROSS_MARGIN, FUKUHATA, N_BOOT, RETENTION_MARGIN, finished, not_tested, result
 from .base import Chapter
 
 

@@ -11,10 +11,11 @@ import pandas as pd
 from ..runner import score
 from ..tables import fmt, frame, row, selection_score
 from ..tasks import get_task
-from ..verdicts import (BETTER, FAILS, FEW_DIMS_MARGIN, FEW_DIMS_WIDE_MARGIN, FUKUHATA, HOLDS, NOT_WORSE, PARTLY,
-                        SELECTED_MARGIN, SUPPORTED, UNDECIDED, aggregate, compare, finished, informative_reference,
-                        informative_tasks, interval_columns, intervals_note, outcome, result, row_text, score_interval,
-                        settle, tally, tasks_of)
+from ..comparisons import (BETTER, FAILS, HOLDS, NOT_WORSE, UNDECIDED, aggregate, compare, informative_reference,
+                           informative_tasks, interval_columns, intervals_note, outcome, row_text, score_interval,
+                           settle, tally)
+from ..verdicts import (FEW_DIMS_MARGIN, FEW_DIMS_WIDE_MARGIN, FUKUHATA, PARTLY, SELECTED_MARGIN, SUPPORTED,
+                        finished, result, tasks_of)
 from .base import ALL_DIMS, Chapter, random_sets_by_k
 
 # Variants of the chapter's frame (display labels; the logic reads them only through these names).

@@ -8,10 +8,11 @@ import pandas as pd
 
 from ..stats import Interval
 from ..tables import fmt, frame, row
-from ..verdicts import (COLLAPSE_MARGIN_POINTS, FAILS, FUKUHATA, HARDER_TASKS, HOLDS, INCONCLUSIVE, LARGE_DROP_POINTS,
-                        NO, NOT_SUPPORTED, NOT_WORSE, PARTLY, SUPPORTED, UNDECIDED, aggregate, compare, defined,
-                        finished, informative_reference, interval_columns, interval_uninformative_note,
-                        intervals_note, not_tested, outcome, result, row_text, score_interval, settle, tally, tasks_of)
+from ..comparisons import (FAILS, HOLDS, NO, NOT_WORSE, UNDECIDED, aggregate, compare, defined,
+                           informative_reference, interval_columns, interval_uninformative_note, intervals_note,
+                           outcome, row_text, score_interval, settle, tally)
+from ..verdicts import (COLLAPSE_MARGIN_POINTS, FUKUHATA, HARDER_TASKS, INCONCLUSIVE, LARGE_DROP_POINTS,
+                        NOT_SUPPORTED, PARTLY, SUPPORTED, finished, not_tested, result, tasks_of)
 from .base import Chapter
 
 FINE_TUNED, FROZEN_MLP, FROZEN_PROBE = "fine-tuned, linear head", "frozen, 2-layer head", "frozen, linear probe"

@@ -8,11 +8,11 @@ import pandas as pd
 
 from ..stats import Interval
 from ..tables import frame, row, score_table, sorted_unique, span
-from ..verdicts import (BETTER, EQUIVALENT, FAILS, FUKUHATA, HOLDS, INCONCLUSIVE, LEFT_OUT, LOWER_LAYERS_MARGIN, NO,
-                        NOT_SUPPORTED, NOT_TESTED, PARTLY, SUPPORTED, UNDECIDED, UNKNOWN, UPPER_LAYERS_MARGIN,
-                        aggregate, compare, finished, informative_reference, interval_cell, interval_columns,
-                        interval_uninformative_note, not_tested, outcome, result, row_text, score_interval, settle,
-                        tally, tasks_of)
+from ..comparisons import (BETTER, EQUIVALENT, FAILS, HOLDS, LEFT_OUT, NO, UNDECIDED, UNKNOWN, aggregate, compare,
+                           informative_reference, interval_cell, interval_columns, interval_uninformative_note,
+                           outcome, row_text, score_interval, settle, tally)
+from ..verdicts import (FUKUHATA, INCONCLUSIVE, LOWER_LAYERS_MARGIN, NOT_SUPPORTED, NOT_TESTED, PARTLY, SUPPORTED,
+                        UPPER_LAYERS_MARGIN, finished, not_tested, result, tasks_of)
 from .base import Chapter, random_dim_sets
 
 ALL_DIMS_LAYER = "all dims"  # the all-dimensions row of every layer

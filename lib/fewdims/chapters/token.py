@@ -6,9 +6,9 @@ import math
 import pandas as pd
 
 from ..tables import frame, row
-from ..verdicts import (FAILS, FUKUHATA, NO, NOT_WORSE, TOKEN_MARGIN, UNDECIDED, aggregate, compare, finished,
-                        informative_reference, interval_uninformative_note, intervals_note, not_tested, outcome,
-                        result, row_text, settle, tally, tasks_of)
+from ..comparisons import (FAILS, NO, NOT_WORSE, UNDECIDED, aggregate, compare, informative_reference,
+                           interval_uninformative_note, intervals_note, outcome, row_text, settle, tally)
+from ..verdicts import FUKUHATA, TOKEN_MARGIN, finished, not_tested, result, tasks_of
 from .base import Chapter
 
 CLS, MAX_NORM = "cls", "max_norm"  # the poolings the claim compares (RunConfig.pooling values)
