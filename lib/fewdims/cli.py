@@ -6,6 +6,7 @@
   python -m fewdims grid --profile paper --ray HEAD:6379         spread the missing runs over a Ray cluster
   python -m fewdims grid --profile smoke --ray --workers 2       ... over a local Ray cluster of 2 runs at a time
   python -m fewdims reproduce --profile cpu --runs 2             re-run stored runs and compare their metrics
+  python -m fewdims stale --profile cpu                          records not computed by this checkout's training code
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import time
 
 from .errors import FewdimsError
 
-GRID_ORDER = ("token", "dimension", "freezing", "cross_finetune", "cka", "layer")  # most needed first
+GRID_ORDER = ("token", "dimension", "freezing", "cross_finetune", "cka", "outliers", "layer")  # most needed first
 
 
 def cmd_data(args) -> None:
@@ -81,6 +82,21 @@ def cmd_reproduce(args) -> None:
     sys.exit(0 if ok else 1)
 
 
+def cmd_stale(args) -> None:
+    from .store import ResultStore, code_fingerprint, stale_records
+
+    records = ResultStore(args.profile).records()
+    stale = stale_records(records)
+    current = code_fingerprint()
+    for record in stale:
+        env = record.get("environment") or {}
+        why = ("before code fingerprints" if "code_fingerprint" not in env else
+               "dirty tree" if env.get("dirty") else f"training code {env['code_fingerprint']}")
+        print(f"{record.get('label', record.get('key'))}: {why} ({record.get('created', 'date unknown')})")
+    print(f"{len(stale)} of {len(records)} {args.profile} records were not computed by this checkout's training code "
+          f"({current['code_fingerprint']}{', dirty tree' if current['dirty'] else ''})")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="fewdims", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -97,10 +113,11 @@ def main(argv=None) -> None:
     p.add_argument("--list", action="store_true", help="with --dry-run: print every planned run")
     g = p.add_argument_group("on a Ray cluster (pip install -e '.[cluster]'; see the README)")
     g.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
-                   help="run each missing run as a Ray task: on the cluster at ADDRESS (HOST:6379, 'auto', "
-                        "ray://HOST:10001), or without ADDRESS (or 'local') on a local Ray cluster started here")
+                   help="run each missing run as a Ray task: on the cluster at ADDRESS (HEAD:6379, or 'auto' on a "
+                        "node of it), or without ADDRESS (or 'local') on a local Ray cluster started here")
     g.add_argument("--workers", type=int, default=None,
-                   help="local cluster: runs at a time (default: CPUs / --cpus-per-run; one per GPU)")
+                   help="local cluster: runs at a time (default: CPUs / --cpus-per-run; one per GPU); with "
+                        "--dry-run: the estimated time at that many runs at a time")
     g.add_argument("--cpus-per-run", type=int, default=None,
                    help="CPU threads of one run (default: 1 for small models, 4 for BERT-base; on GPUs the "
                         "CPUs shared out among the GPUs)")
@@ -118,6 +135,9 @@ def main(argv=None) -> None:
     p.add_argument("--seed", type=int, default=None, help="which runs are drawn (default: random)")
     p.add_argument("--tolerance", type=float, default=None, help="points; default fewdims.reproduce.TOLERANCE")
     p.set_defaults(func=cmd_reproduce)
+    p = sub.add_parser("stale", help="list records computed by other training code than this checkout's")
+    p.add_argument("--profile", default="cpu")
+    p.set_defaults(func=cmd_stale)
     args = parser.parse_args(argv)
     try:
         args.func(args)

@@ -121,28 +121,11 @@ def plan(profile, experiments, store_root=None) -> Runner:
     return runner
 
 
-@contextlib.contextmanager
-def _worker_environment(env: dict | None):
-    """Records name the machine that computed them: the store's save() writes the worker's environment."""
-    from . import store
-
-    if env is None:
-        yield
-        return
-    before = store.environment
-    store.environment = lambda: env
-    try:
-        yield
-    finally:
-        store.environment = before
-
-
 def _write(store, job: Job, out: dict) -> dict:
     """The driver writes what a task returned, as `Runner.run` does (atomically)."""
-    with _worker_environment(out.get("environment")):
-        if "extra" in out:
-            return store.update_extra(job.config, out["extra"], drop=("analysis_errors",))
-        return store.save(out["result"])
+    if "extra" in out:
+        return store.update_extra(job.config, out["extra"], drop=("analysis_errors",))
+    return store.save(out["result"], out.get("environment"))  # the record names the worker that computed it
 
 
 # -- resources ---------------------------------------------------------------------------------------------------
@@ -241,11 +224,11 @@ def run_grid(profile, experiments=None, *, address: str | None = None, workers: 
              out=sys.stderr) -> GridReport:
     """Compute every missing run of `experiments` (default: the whole grid) of `profile` on Ray.
 
-    address: a running cluster ('auto', 'HOST:6379', 'ray://HOST:10001'); None starts a local one of `workers`
-    runs at a time (default: as many as the CPUs allow; on a machine with GPUs, one per GPU), or uses the Ray
-    instance this process has already started. shared_cache: the cache directory every worker reads and writes
-    (default $FEWDIMS_CACHE or data/cache: right for a local cluster). max_runs: stop after that many records
-    (then run again to go on). hook(config): called on the worker before each run (tests)."""
+    address: a running cluster ('HEAD:6379', 'auto'; 'ray://HEAD:10001' needs ray[client]); None starts a local
+    one of `workers` runs at a time (default: as many as the CPUs allow; on a machine with GPUs, one per GPU), or
+    uses the Ray instance this process has already started. shared_cache: the cache directory every worker reads
+    and writes (default $FEWDIMS_CACHE or data/cache: right for a local cluster). max_runs: stop after that many
+    records (then run again to go on). hook(config): called on the worker before each run (tests)."""
     from .cache import cache_root
     from .cli import GRID_ORDER
     from .store import ResultStore
@@ -328,12 +311,14 @@ def run_grid(profile, experiments=None, *, address: str | None = None, workers: 
                 _write(store, job, result)
                 report.written.append(job.key)
                 report.durations[job.key] = result["seconds"]
-                progress.finished(job, result["seconds"])
+                # the run's own time (as the cost model is calibrated), without a fresh worker's imports
+                timings = result["result"].timings if "result" in result else {}
+                progress.finished(job, timings.get("total_s") or result["seconds"])
                 if max_runs is not None and len(report.written) >= max_runs:
                     stopping = True
             if stopping:
                 report.interrupted = True
-                _cancel(ray, in_flight)
+                _cancel(ray, in_flight, started)
                 in_flight.clear()
                 break
             pending = [j for k, j in runner.jobs.items() if k not in submitted]
@@ -342,7 +327,7 @@ def run_grid(profile, experiments=None, *, address: str | None = None, workers: 
         report.interrupted = True
         print(f"\n[grid] interrupted: cancelling {len(in_flight)} runs in flight; "
               f"{len(report.written)} records written, all complete", file=out, flush=True)
-        _cancel(ray, in_flight)
+        _cancel(ray, in_flight, started)
         raise
     finally:
         if started:
@@ -355,12 +340,16 @@ def run_grid(profile, experiments=None, *, address: str | None = None, workers: 
     return report
 
 
-def _cancel(ray, in_flight: dict) -> None:
-    """Cancel what is in flight; nothing of it is written. Not forced: the workers stay up for the next grid of
-    this Ray session (a driver that ends ends its tasks anyway)."""
+def _cancel(ray, in_flight: dict, started: bool) -> None:
+    """Stop what is in flight; nothing of it is written. A driver that started or joined the cluster ends it by
+    disconnecting (ray.shutdown: Ray ends a finished job's tasks); in a Ray session it did not start, its tasks
+    are cancelled by force (killing their workers: an interrupt raised inside a worker can leave it half-way
+    through an import, broken for the runs after)."""
+    if started:
+        return
     for ref in list(in_flight):
         with contextlib.suppress(Exception):
-            ray.cancel(ref)
+            ray.cancel(ref, force=True)
 
 
 def _error_text(err: BaseException) -> str:

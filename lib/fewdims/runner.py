@@ -67,13 +67,19 @@ class Runner:
         self._waiting_keys: set[str] = set()
         self.store = ResultStore(profile.name, store_root)
         self.verbose = (not dry_run and sys.stderr.isatty()) if verbose is None else verbose
-        self.reused = self.computed = self.reanalysed = 0
+        self.computed = self.reanalysed = 0
+        self._reused: set[str] = set()  # keys of stored runs handed out as they were (each counted once)
         self.compute_s = 0.0
         self.recorded_s: dict[str, float] = {}  # key -> measured seconds of every finished run the grid used
         self.planned: list[RunConfig] = []
         self.missing: list[RunConfig] = []  # with allow_compute=False: runs not stored, left out of the results
         self.chapter: str | None = None     # set by the chapter asking for records (see fewdims.chapters.base)
         self.handed_out: dict[str, dict] = {}  # key -> {'record', 'chapters'}: every record the chapters used
+
+    @property
+    def reused(self) -> int:
+        """Distinct stored runs handed out as they were (a run several chapters use counts once)."""
+        return len(self._reused)
 
     @property
     def source(self):
@@ -95,7 +101,7 @@ class Runner:
         if record is not None:
             missing = [a for a in analyses if not a.satisfied_by(record.get("extra", {}))]
             if not missing:
-                self.reused += 1
+                self._reused.add(record["key"])
                 return self._count(record)
             if not self.dry_run and self.allow_compute:
                 from .analysis import analyse_cached
@@ -108,7 +114,7 @@ class Runner:
                     # every missing analysis succeeded: errors recorded when the run trained are now stale
                     return self._count(self.store.update_extra(config, extra, drop=("analysis_errors",)))
             elif not self.dry_run:
-                self.reused += 1  # stored but without some analysis: use what is there
+                self._reused.add(record["key"])  # stored but without some analysis: use what is there
                 return self._count(record)
             record = None  # the weights are gone: recompute the run with its analyses
         if not self.allow_compute and not self.dry_run:
@@ -141,7 +147,7 @@ class Runner:
         if record is not None:
             missing = [a for a in asked if not a.satisfied_by(record.get("extra", {}))]
             if not missing:
-                self.reused += 1
+                self._reused.add(record["key"])
                 return self._count(record)
             self._add_job(Job(config, asked, "reanalyse", missing))
             return {**record, "planned": True}
@@ -227,11 +233,14 @@ def estimate_seconds(config: RunConfig, tokens_per_s: float | None = None) -> fl
     scale by their non-embedding parameter count."""
     params = NON_EMBEDDING_PARAMS.get(config.model, 85e6)
     rate = tokens_per_s or 1600.0 * NON_EMBEDDING_PARAMS["minilm"] / params
-    rows = min(config.train_size or TRAIN_ROWS[config.task], TRAIN_ROWS[config.task])
+    available = TRAIN_ROWS[config.task] - config.holdout_size
+    rows = min(config.train_size or available, available)
     tokens = MEAN_TOKENS[config.task] + 3
     layer_share = 1.0 if config.layer is None else (0.1 + config.layer) / 6.1
     train_passes = rows * config.epochs * (0.0 if config.freeze_backbone else 1.0)
-    eval_passes = DEV_ROWS[config.task] * config.epochs + (rows if config.freeze_backbone else 0)
+    # with a held-out slice, the slice is scored every epoch and the dev split once (at the chosen epoch)
+    eval_passes = (DEV_ROWS[config.task] + config.holdout_size * config.epochs if config.holdout_size
+                   else DEV_ROWS[config.task] * config.epochs) + (rows if config.freeze_backbone else 0)
     return (train_passes * tokens * layer_share + eval_passes * tokens * layer_share / 3.0) / rate
 
 

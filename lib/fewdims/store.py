@@ -116,13 +116,15 @@ class ResultStore:
                                      "delete it or re-run with force=True to recompute it")
         return record
 
-    def save(self, result: RunResult) -> dict:
+    def save(self, result: RunResult, environment_info: dict | None = None) -> dict:
+        """Write the record of a finished run; `environment_info` names the machine that computed it (default:
+        this process's, `environment()`; a cluster's driver passes its worker's)."""
         record = {
             "format": RECORD_FORMAT, "key": result.config.key(), "label": result.config.label(),
             "profile": self.profile, "config": result.config.to_dict(), "metrics": result.metrics,
             "history": result.history, "timings": result.timings, "data": result.data, "extra": result.extra,
             "predictions": result.predictions, "selection": result.selection,
-            "environment": environment(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "environment": environment_info or environment(), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         self._write(self.path(result.config), record)
         return record
