@@ -907,3 +907,32 @@ def overlap_intervals(frame: pd.DataFrame, selections=None, ncols: int = 3,
     fig.legend(handles=handles, loc="outside lower center", ncol=3, frameon=False)
     fig.suptitle(title)
     return fig
+
+
+VERDICT_COLOURS = {"supported": PALETTE[2], "partly supported": PALETTE[1], "not supported": PALETTE[3],
+                   "inconclusive": PALETTE[4], "not tested": PALETTE[9]}
+
+
+def verdict_overview(claims: list[dict], title: str = "Every claim the book tests, and our verdict") -> Figure:
+    """One row per claim (numbered as in the text), a box in the colour of its verdict."""
+    from matplotlib.patches import Patch
+
+    n = len(claims)
+    fig, axes = _figure(height=0.32 * n + 1.2)
+    ax = axes[0, 0]
+    for i, claim in enumerate(claims):
+        colour = VERDICT_COLOURS.get(claim["verdict"], "0.5")
+        ax.barh(i, 1.0, color=colour, edgecolor="white")
+        ax.text(0.02, i, f"{claim['verdict']}", va="center", fontsize=8, color="black")
+    ax.set_yticks(range(n), [f"{i}. {c['claim'][:70]}{'…' if len(c['claim']) > 70 else ''}"
+                             for i, c in enumerate(claims, start=1)], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xticks([])
+    ax.set_xlabel("verdict")
+    ax.grid(False)
+    present = [v for v in VERDICT_COLOURS if any(c["verdict"] == v for c in claims)]
+    fig.legend(handles=[Patch(color=VERDICT_COLOURS[v], label=v) for v in present], loc="outside lower center",
+               ncol=len(present), frameon=False)
+    fig.suptitle(title)
+    return fig
