@@ -49,7 +49,7 @@ else:
           f"CUDA {torch.version.cuda}, bf16 {bf16_available(d)}")
 EOF
 )
-status=${out%% *}; [ "$ALLOW_CPU" = 1 ] && [ "$status" = FAIL ] && status=PASS out="PASS (ALLOW_CPU) $out"
+status=${out%% *}; [ "$ALLOW_CPU" = 1 ] && [ "$status" = FAIL ] && status=PASS out="PASS ALLOW_CPU=1: ${out#* }"
 line cuda "$status" "${out#* }"
 [ "$status" = PASS ] || exit "$FAILED"
 

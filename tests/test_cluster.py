@@ -140,6 +140,38 @@ def test_without_ray_the_error_says_how_to_install(monkeypatch):
         cluster.import_ray()
 
 
+def test_cli_exit_status(env, monkeypatch, capsys):
+    """`grid --ray`: status 1 and the failed runs listed when a run failed, 130 when interrupted, 0 otherwise."""
+    from fewdims import cli, cluster
+
+    asked = {}
+
+    def fake(profile, experiments, **kwargs):
+        asked.update(kwargs, experiments=experiments)
+        return cluster.GridReport(written=["k"], failed=dict(failed), stored=1, resources={"CPU": 1, "GPU": 0.0,
+                                                                                          "slots": 2})
+
+    monkeypatch.setattr(cluster, "run_grid", fake)
+    failed = {}
+    cli.main(["grid", "--profile", "smoke", "--ray", "--workers", "3", "--experiments", "token"])
+    assert asked["address"] is None and asked["workers"] == 3 and asked["experiments"] == ["token"]
+    assert "1 runs computed on Ray" in capsys.readouterr().out
+    cli.main(["grid", "--profile", "smoke", "--ray", "HEAD:6379", "--gpus-per-run", "0.5"])
+    assert asked["address"] == "HEAD:6379" and asked["gpus_per_run"] == 0.5
+    failed = {"rte/mean/linear/seed0": "RuntimeError: boom"}
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["grid", "--profile", "smoke", "--ray", "local"])
+    assert exit_.value.code == 1 and "rte/mean/linear/seed0: RuntimeError: boom" in capsys.readouterr().out
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cluster, "run_grid", interrupted)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["grid", "--profile", "smoke", "--ray"])
+    assert exit_.value.code == 130 and "only complete records" in capsys.readouterr().err
+
+
 # -- on a local Ray cluster --------------------------------------------------------------------------------------
 def test_cli_ctrl_c_leaves_complete_records_and_resumes(env, ray):
     """Ctrl-C on the driver (`grid --ray`: a new local cluster of its own): exit 130, only complete records; the
