@@ -123,21 +123,25 @@ CHAPTER_OF = {"token": "token", "few_dims": "dimension", "selected_vs_random": "
               "layer_drop": "cka"}
 
 
-def glance_markdown(claims: list[dict]) -> str:
-    """One Markdown table: # | the paper says (source) | our verdict | what we measured | chapter."""
+def glance_html(claims: list[dict]) -> str:
+    """One HTML table (a pandas 'dataframe' table, so the book's table style applies): # | the paper says (source) |
+    our verdict | what we measured | chapter (a link to its page)."""
+    from html import escape
+
     from ..sources import SOURCES, source_of
 
-    lines = ["| # | the paper says | our verdict | what we measured | chapter |", "|---|---|---|---|---|"]
+    rows = []
     for i, claim in enumerate(claims, start=1):
         source = source_of(claim)
         key = next((k for k, v in SOURCES.items() if v is source), None)
-        said = (f"“{source.quote}” ({source.where})" if source else f"{claim['claim']} ({claim['paper']})")
-        chapter = CHAPTER_OF.get(key) or claim.get("chapter") or ("outliers" if "outlier" in claim["paper"].lower()
-                                                                   or claim.get("external") else "summary")
-        measured = claim.get("effect") or _first_sentence(claim["measured"])
-        lines.append(f"| {i} | {_cell(said)} | **{claim['verdict']}** | {_cell(measured)} | "
-                     f"[{chapter.replace('_', ' ')}]({chapter}.ipynb) |")
-    return "\n".join(lines)
+        said = (f"“{escape(source.quote)}” <i>({escape(source.where)})</i>" if source
+                else f"{escape(claim['claim'])} <i>({escape(claim['paper'])})</i>")
+        chapter = CHAPTER_OF.get(key) or claim.get("chapter") or "outliers"
+        measured = escape(claim.get("effect") or _first_sentence(claim["measured"]))
+        rows.append({"#": i, "the paper says": said, "our verdict": f"<b>{escape(claim['verdict'])}</b>",
+                     "what we measured": measured,
+                     "chapter": f'<a href="{chapter}.html">{chapter.replace("_", " ")}</a>'})
+    return pd.DataFrame(rows).to_html(escape=False, index=False, classes="glance")
 
 
 def _first_sentence(text: str, limit: int = 320) -> str:
@@ -145,5 +149,3 @@ def _first_sentence(text: str, limit: int = 320) -> str:
     return sentence if len(sentence) <= limit else sentence[: limit - 1].rsplit(" ", 1)[0] + " …"
 
 
-def _cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
