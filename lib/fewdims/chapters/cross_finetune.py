@@ -125,12 +125,9 @@ def cross_claim(frame: pd.DataFrame) -> dict:
                      "majority": maj, "informative": informative_reference(c.reference, c.reference_mean, maj),
                      "outcome": outcome(c.difference, CROSS_MARGIN, NOT_WORSE)})
     details = pd.DataFrame(rows)
-    info = settle(details)
-    bad = details[details.informative == NO].pair.tolist()
-    note = (f" Left out of the verdict because the interval of direct B does not lie above the majority-class "
-            f"baseline: {', '.join(bad)}." if bad else "")
-    if info.empty:
-        return not_tested(CROSS_CLAIM, FUKUHATA, f"no informative pair.{note}".rstrip("."), details)
+    info, note, untested = _counted_pairs(details, CROSS_CLAIM, "direct B does not lie above the majority-class")
+    if untested:
+        return untested
     parts = "; ".join(f"{r.pair}: {row_text(r, 'b_after_a')} vs {row_text(r, 'b_directly')} directly, difference "
                       f"{row_text(r, 'difference', signed=True)}" for r in details.itertuples())
     text = (f"Score on B after A vs B fine-tuned directly, points of B's metric with 95 % intervals: {parts}. With a "
@@ -222,12 +219,9 @@ def forgetting_claim(frame: pd.DataFrame) -> dict:
                      "informative": informative_reference(before_iv, before, maj),
                      "outcome": outcome(shifted, RETENTION_MARGIN, NOT_WORSE)})
     details = pd.DataFrame(rows)
-    info = settle(details)
-    bad = details[details.informative == NO].pair.tolist()
-    note = (f" Left out of the verdict because the interval of A before B does not lie above A's majority-class "
-            f"baseline: {', '.join(bad)}." if bad else "")
-    if info.empty:
-        return not_tested(FORGETTING_CLAIM, FUKUHATA, f"no informative pair.{note}".rstrip("."), details)
+    info, note, untested = _counted_pairs(details, FORGETTING_CLAIM, "A before B does not lie above A's majority-class")
+    if untested:
+        return untested
     parts = "; ".join(f"{r.pair}: A before {row_text(r, 'a_before')}, A after B {fmt(r.a_after)}, difference "
                       f"{row_text(r, 'difference', signed=True)}, normalised retention "
                       f"{row_text(r, 'retention', digits=2)}" for r in details.itertuples())
@@ -259,3 +253,12 @@ def cross_table(frame: pd.DataFrame) -> pd.DataFrame:
                             for v, flag in zip(out["B after A"], frame["at_or_below_majority"])]
     return out.reset_index(drop=True)
 
+
+def _counted_pairs(details: pd.DataFrame, claim: str, reference_fails: str):
+    """(the pairs that count, a note naming those left out, a 'not tested' result or None)."""
+    info = settle(details)
+    bad = details[details.informative == NO].pair.tolist()
+    note = (f" Left out of the verdict because the interval of {reference_fails} baseline: {', '.join(bad)}."
+            if bad else "")
+    untested = not_tested(claim, FUKUHATA, f"no informative pair.{note}".rstrip("."), details) if info.empty else None
+    return info, note, untested
