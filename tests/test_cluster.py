@@ -179,8 +179,9 @@ def test_cli_ctrl_c_leaves_complete_records_and_resumes(env, ray):
     experiments = ["token", "dimension"]  # the dimension grid's adaptive stages take several rounds after the first
     cmd = [sys.executable, "-m", "fewdims", "grid", "--profile", "smoke", "--task", "rte", "--experiments",
            *experiments, "--ray", "--workers", "2", "--cpus-per-run", "1"]
+    # the driver pauses after each record it writes, so the interrupt surely lands while runs are left
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
+                            start_new_session=True, env={**os.environ, "FEWDIMS_CLUSTER_WRITE_PAUSE_S": "30"})
     deadline = time.time() + 120
     while time.time() < deadline and not records(env / "results") and proc.poll() is None:
         time.sleep(0.05)

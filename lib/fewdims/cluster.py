@@ -27,6 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .errors import FewdimsError
+
+# Seconds the driver waits after writing each record: 0 except in the test that interrupts a grid mid-way (a grid
+# of tiny runs can otherwise finish before the interrupt arrives on a busy machine).
+WRITE_PAUSE_S = float(os.environ.get("FEWDIMS_CLUSTER_WRITE_PAUSE_S", "0"))
 from .runner import Job, Runner
 
 INSTALL_HINT = "pip install -e '.[cluster]' (or: pip install 'ray>=2.9'; `make install` installs it)"
@@ -310,6 +314,8 @@ def run_grid(profile, experiments=None, *, address: str | None = None, workers: 
                     continue
                 _write(store, job, result)
                 report.written.append(job.key)
+                if WRITE_PAUSE_S:  # tests only: an interrupt then lands while the grid is surely unfinished
+                    time.sleep(WRITE_PAUSE_S)
                 report.durations[job.key] = result["seconds"]
                 # the run's own time (as the cost model is calibrated), without a fresh worker's imports
                 timings = result["result"].timings if "result" in result else {}
