@@ -144,8 +144,8 @@ def glance_html(claims: list[dict]) -> str:
     return pd.DataFrame(rows).to_html(escape=False, index=False, classes="glance")
 
 
-def _first_sentence(text: str, limit: int = 320) -> str:
-    sentence = text.split(". ")[0].rstrip(".") + "."
-    return sentence if len(sentence) <= limit else sentence[: limit - 1].rsplit(" ", 1)[0] + " …"
+def _first_sentence(text: str) -> str:
+    """The measured sentence's first sentence, whole (a cut sentence would hide numbers the verdict rests on)."""
+    return text.split(". ")[0].rstrip(".") + "."
 
 
