@@ -772,8 +772,8 @@ def rudman_intervals(frame: pd.DataFrame, ncols: int = 3,
     if data.empty:
         return message_figure(title, "no stored outliers analysis")
     order = [FULL, ONE_DIM, ONE_DIM_MEAN, K1_HEAD, RANDOM_DIM]
-    short = {FULL: "full\nmodel", ONE_DIM: "top-var\n[CLS] dim", ONE_DIM_MEAN: "top-var\nmean dim",
-             K1_HEAD: "k=1\nhead", RANDOM_DIM: "random\ndims"}
+    short = {FULL: "full", ONE_DIM: "CLS\ndim", ONE_DIM_MEAN: "mean\ndim", K1_HEAD: "k=1\nhead",
+             RANDOM_DIM: "random\ndims"}
     colors = {FULL: PALETTE[2], ONE_DIM: PALETTE[3], ONE_DIM_MEAN: PALETTE[1], K1_HEAD: PALETTE[0],
               RANDOM_DIM: "0.55"}
     tasks = _unique(data["task"])
@@ -802,9 +802,10 @@ def rudman_intervals(frame: pd.DataFrame, ncols: int = 3,
     _hide_unused(axes, len(tasks))
     handles = [Line2D([], [], color=colors[p], marker="o", linestyle="-", markeredgecolor="black",
                       markeredgewidth=0.4, label=label) for p, label in (
-                   (FULL, "full fine-tuned model"), (ONE_DIM, "threshold on the top-variance [CLS] dim"),
-                   (ONE_DIM_MEAN, "threshold on the top-variance mean-pooled dim"),
-                   (K1_HEAD, "k=1 head fine-tuned on the [CLS] dim"), (RANDOM_DIM, "threshold on a random dim"))]
+                   (FULL, "full: the fine-tuned model"), (ONE_DIM, "CLS dim: threshold on the top-variance [CLS] dim"),
+                   (ONE_DIM_MEAN, "mean dim: threshold on the top-variance mean-pooled dim"),
+                   (K1_HEAD, "k=1 head: fine-tuned on that [CLS] dim"),
+                   (RANDOM_DIM, "random dims: threshold on a random [CLS] dim"))]
     handles.append(Line2D([], [], **MAJORITY_STYLE, label="null: majority-class baseline"))
     fig.legend(handles=handles, loc="outside lower center", ncol=2, frameon=False,
                title="dev score with its 95 % bootstrap interval")
@@ -860,8 +861,9 @@ def zeroing_intervals(frame: pd.DataFrame, margin: float = 5.0, ncols: int = 3,
 def overlap_intervals(frame: pd.DataFrame, selections=None, ncols: int = 3,
                       title: str = "Selected dimensions among the outlier dimensions, against chance") -> Figure:
     """One panel per task: for each outlier set (x) and selection (colour), the observed number of selected
-    dimensions that are also outliers (dot) and the central 95 % range of that number under chance (bar: the
-    hypergeometric null of a selection drawn at random; tick: its mean)."""
+    dimensions that are also outliers (dot) and the range that holds 95 % of that number under chance (bar, from 0
+    to the one-sided 95th percentile of the hypergeometric null of a selection drawn at random; line: its mean). A
+    dot above its bar is an overlap with p < 0.05."""
     data = _valid(frame, "overlap")
     if selections is not None and len(data):
         data = data[data["selection"].isin(selections)]
@@ -903,7 +905,7 @@ def overlap_intervals(frame: pd.DataFrame, selections=None, ncols: int = 3,
     _hide_unused(axes, len(tasks))
     handles = [Line2D([], [], color=colors[s], marker="o", linestyle="", markeredgecolor="black",
                       markeredgewidth=0.4, label=f"observed: {s}") for s in chosen]
-    handles += [Patch(color="0.5", alpha=0.3, label="null: 95 % range under chance (line: its mean)")]
+    handles += [Patch(color="0.5", alpha=0.3, label="null: 95 % of chance overlaps (line: their mean)")]
     fig.legend(handles=handles, loc="outside lower center", ncol=3, frameon=False)
     fig.suptitle(title)
     return fig

@@ -299,7 +299,8 @@ def mean_difference(task: str, preds_a: list, preds_b: list, labels, n_boot: int
 def overlap_test(selected, outliers, population: int) -> dict:
     """{'overlap', 'selected', 'outliers', 'expected', 'p', 'null_low', 'null_high'}: how many of the `selected`
     dimensions are among the `outliers`, the chance expectation, the one-sided hypergeometric p-value
-    (fewdims.stats.hypergeometric_overlap_pvalue) and the central 95 % range of the overlap under chance."""
+    (fewdims.stats.hypergeometric_overlap_pvalue) and the one-sided 95 % range of the overlap under chance
+    (0 to its 95th percentile: an overlap above null_high has p < 0.05)."""
     from scipy.stats import hypergeom
 
     from .stats import hypergeometric_overlap_pvalue
@@ -309,7 +310,7 @@ def overlap_test(selected, outliers, population: int) -> dict:
     null = hypergeom(int(population), len(b), len(a))
     return {"overlap": k, "selected": len(a), "outliers": len(b), "expected": len(a) * len(b) / population,
             "p": hypergeometric_overlap_pvalue(k, int(population), len(a), len(b)),
-            "null_low": int(null.ppf(0.025)), "null_high": int(null.ppf(0.975))}
+            "null_low": 0, "null_high": int(null.ppf(0.95))}
 
 
 # -- the held-out slice of the train split ----------------------------------------------------------------------------

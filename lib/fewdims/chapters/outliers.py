@@ -290,6 +290,11 @@ def kovaleva_table(results: OutlierResults) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def kovaleva_note(results: OutlierResults) -> str:
+    """KOVALEVA_NOTE when a row zeroes the fallback dimensions (no dimension passes the rule), else ''."""
+    return KOVALEVA_NOTE if any(not k["rule"] for _, k, _, _ in _kovaleva_parts(results)) else ""
+
+
 KOVALEVA_NOTE = (f"* no dimension passes the rule (LayerNorm scale or bias beyond {LN_SIGMAS:g} standard deviations "
                  f"in more than {LN_MOST:.0%} of the layers): the {FALLBACK_DIMS} dimensions with the largest "
                  "deviations are zeroed instead, for the figure only; such rows do not count for the verdict.")
@@ -358,6 +363,7 @@ def _result(claim: str, paper: str, measured: str, verdict: str, details=None, o
             "details": details if details is not None else pd.DataFrame(), "setting": setting}
 
 
+MODEL_NAMES = {"minilm": "all-MiniLM-L6-v2", "tiny": "a tiny random BERT", "bert-base-uncased": "BERT-base"}
 OUR_PARTS = {RUDMAN: "the last layer's [CLS] vector; the threshold fitted on held-out train rows",
              KOVALEVA: "the output LayerNorm of every layer; the fine-tuned references and the pretrained encoder's "
                        "STS-B cosine similarity",
@@ -371,7 +377,9 @@ def our_setting(results: OutlierResults | None, paper: str = RUDMAN) -> str:
     if not s:
         return ""
     size = "full training sets" if s.get("train_size") is None else f"{s['train_size']:,} training examples per task"
-    return (f"{s['model']} ({s['hidden']} dims), {size}, lr {s['lr']:g}, batch {s['batch_size']}, {s['epochs']} "
+    model = MODEL_NAMES.get(s["model"], s["model"])
+    lr = f"{s['lr']:.0e}".replace("e-0", "e-")
+    return (f"{model} ({s['hidden']} dims), {size}, lr {lr}, batch {s['batch_size']}, {s['epochs']} "
             f"epoch{'s' if s['epochs'] != 1 else ''}; {OUR_PARTS[paper]}")
 
 
@@ -533,6 +541,11 @@ def rules_table() -> pd.DataFrame:
 
 
 # -- sentences for the page ------------------------------------------------------------------------------------------
+def _span(values, digits: int = 1) -> str:
+    lo, hi = float(np.min(values)), float(np.max(values))
+    return fmt(lo, digits) if round(lo, digits) == round(hi, digits) else f"{fmt(lo, digits)} to {fmt(hi, digits)}"
+
+
 def heldout_note(results: OutlierResults) -> str:
     """Which train rows the variances, cosine shares and thresholds were computed on."""
     if results is None or not results.entries:
@@ -577,12 +590,12 @@ def findings(results: OutlierResults) -> str:
                  + "; ".join(f"{t} {_dims_text(d)}" for t, d in ln.items()) + ".")
     conc = concentration_frame(results)
     cos = conc[(conc.measure == "cosine") & (conc["top"] == TOP_K)]
-    for model in ("pretrained", "fine-tuned"):
-        m = cos[cos.model == model]
-        if len(m):
-            lines.append(f"- Top-{TOP_K} share of the expected cosine similarity, {model}: {fmt(m.estimate.min(), 2)} "
-                         f"to {fmt(m.estimate.max(), 2)} (mean pairwise cosine {fmt(m.mean_cosine.min(), 2)} to "
-                         f"{fmt(m.mean_cosine.max(), 2)}); equal shares would give {TOP_K / results.hidden:.3f}.")
+    parts = []
+    for (model, rep), m in cos.groupby(["model", "representation"], sort=False):
+        parts.append(f"{model} {rep} {_span(m.estimate, 2)} (mean pairwise cosine {_span(m.mean_cosine, 2)})")
+    if parts:
+        lines.append(f"- Top-{TOP_K} share of the expected cosine similarity over the tasks' held-out sentences: "
+                     f"{'; '.join(parts)}; equal shares would give {TOP_K / results.hidden:.3f}.")
     lines.append(f"- {overlap_summary(results)}")
     return "\n".join(lines)
 
