@@ -278,7 +278,7 @@ def test_noise_floor_of_a_record_without_stored_sizes():
 
 
 def test_layer_drop_uninformative_task_is_grey_and_not_counted():
-    from fewdims import figures, verdicts
+    from fewdims import cka_figures, verdicts
     from fewdims.chapters import cka as chapter
 
     cola = _entry(_blocks(), _blocks())
@@ -292,7 +292,7 @@ def test_layer_drop_uninformative_task_is_grey_and_not_counted():
     assert not table[table.task == "CoLA"].informative.any() and table[table.task == "SST-2"].informative.all()
     claim = chapter.layer_drop_claim(cka, majority)
     assert claim["verdict"] == verdicts.SUPPORTED and chapter.NOT_LEARNED in claim["measured"]
-    fig = figures.layer_drop_curves(table)
+    fig = cka_figures.layer_drop_curves(table)
     cola_ax, sst_ax = fig.axes[0], fig.axes[1]
     assert "not learned" in cola_ax.get_title() and "droppable" in sst_ax.get_title()
     assert any(chapter.NOT_LEARNED in t.get_text() for t in cola_ax.texts)
@@ -304,9 +304,9 @@ def test_layer_drop_uninformative_task_is_grey_and_not_counted():
 
 
 def test_cka_grid_marks_the_noise_floor_and_annotates_values():
-    from fewdims import figures
+    from fewdims import cka_figures
 
-    fig = figures.cka_grid({"SST-2": _entry(_blocks(), _blocks(within=0.5, between=0.3))})
+    fig = cka_figures.cka_grid({"SST-2": _entry(_blocks(), _blocks(within=0.5, between=0.3))})
     heat = [ax for ax in fig.axes if ax.get_title()]
     fig.draw_without_rendering()
     inches = fig.get_size_inches()

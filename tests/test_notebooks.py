@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fewdims import comparisons, figures, tables, verdicts
+from fewdims import cka_figures, comparisons, dimension_figures, figures, tables, verdicts
 from fewdims.chapters import cka as cka_chapter
 from fewdims.chapters import cross_finetune as cross_finetune_chapter
 from fewdims.chapters import dimension as dimension_chapter
@@ -635,11 +635,11 @@ def test_every_plot_returns_a_titled_figure_with_labelled_axes():
     drawn = [
         figures.score_bars(token_frame()), figures.score_bars(dims, x="variant", hue=None, col="task", kind="dot"),
         figures.layer_curves(layer_frame({"SST-2": [50, 60, 70, 80, 89, 90, 90]})),
-        figures.heatmap(m), figures.cka_grid(cka), figures.cka_layer_curves(cka),
-        figures.layer_drop_curves(cka_chapter.layer_drop_table(cka)),
+        figures.heatmap(m), cka_figures.cka_grid(cka), cka_figures.cka_layer_curves(cka),
+        cka_figures.layer_drop_curves(cka_chapter.layer_drop_table(cka)),
         figures.relative_matrix(cross_frame({("SST-2", "RTE"): (65.0, 66.0), ("RTE", "SST-2"): (92.0, 91.0)})),
-        figures.scan_histogram(scan, reference={"SST-2": 90.0}), figures.importance_plot(scan, {"SST-2": [1]}),
-        figures.removal_cost_bars(dims), figures.masking_contrast(dims, masking),
+        dimension_figures.scan_histogram(scan, reference={"SST-2": 90.0}), dimension_figures.importance_plot(scan, {"SST-2": [1]}),
+        dimension_figures.removal_cost_bars(dims), dimension_figures.masking_contrast(dims, masking),
         figures.delta_heatmap(pd.DataFrame({"task": ["SST-2"], "manipulation": ["x"], "delta": [-1.0]})),
         figures.compute_bars(pd.DataFrame({"experiment": ["token"], "task": ["SST-2"], "seconds": [60.0]})),
         figures.score_bars(pd.DataFrame(), title="nothing"),

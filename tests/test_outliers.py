@@ -6,11 +6,13 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pandas as pd
 import pytest
 from scipy.special import comb
 
+from fewdims import outlier_analysis as oa
 from fewdims import outliers as od
+from fewdims import verdicts
+from fewdims.chapters import outlier_claims as ocl
 from fewdims.chapters import outliers as oc
 from fewdims.errors import FewdimsError
 from fewdims.stats import hypergeometric_overlap_pvalue
@@ -116,8 +118,8 @@ def test_zeroing_restores_the_weights_exactly():
 
     backbone, _ = load_backbone("tiny")
     before = {k: v.clone() for k, v in backbone.state_dict().items()}
-    with od.zeroed_layernorms(backbone, [1, 5]):
-        for ln in od.output_layernorms(backbone):
+    with oa.zeroed_layernorms(backbone, [1, 5]):
+        for ln in oa.output_layernorms(backbone):
             assert float(ln.weight[1].detach()) == 0.0 and float(ln.bias[5].detach()) == 0.0
         assert float(backbone.encoder.layer[0].attention.output.LayerNorm.weight[1].detach()) != 0.0  # output LN only
     after = backbone.state_dict()
@@ -158,26 +160,26 @@ def test_mean_difference_is_paired_and_exact_for_identical_systems():
 
 
 def test_interval_verdicts():
-    assert oc.interval_verdict(3, 0, 5) == oc.SUPPORTED
-    assert oc.interval_verdict(1, 3, 5) == oc.NOT_SUPPORTED
-    assert oc.interval_verdict(1, 2, 5) == oc.PARTLY
-    assert oc.interval_verdict(0, 3, 5) == oc.NOT_SUPPORTED
-    assert oc.interval_verdict(0, 2, 5) == oc.INCONCLUSIVE  # three of five undecided
-    assert oc.interval_verdict(0, 2, 4) == oc.INCONCLUSIVE  # mixed, no hit
-    assert oc.interval_verdict(0, 0, 0) == oc.NOT_TESTED
-    assert oc.INCONCLUSIVE in oc.OUTLIER_VERDICTS
+    assert ocl.interval_verdict(3, 0, 5) == verdicts.SUPPORTED
+    assert ocl.interval_verdict(1, 3, 5) == verdicts.NOT_SUPPORTED
+    assert ocl.interval_verdict(1, 2, 5) == verdicts.PARTLY
+    assert ocl.interval_verdict(0, 3, 5) == verdicts.NOT_SUPPORTED
+    assert ocl.interval_verdict(0, 2, 5) == verdicts.INCONCLUSIVE  # three of five undecided
+    assert ocl.interval_verdict(0, 2, 4) == verdicts.INCONCLUSIVE  # mixed, no hit
+    assert ocl.interval_verdict(0, 0, 0) == verdicts.NOT_TESTED
+    assert verdicts.INCONCLUSIVE in verdicts.VERDICTS
 
 
 def test_claims_without_results_are_not_tested():
-    for claim in oc.external_claims(None):
-        assert claim["verdict"] == oc.NOT_TESTED and claim["measured"].startswith("Not tested")
+    for claim in ocl.external_claims(None):
+        assert claim["verdict"] == verdicts.NOT_TESTED and claim["measured"].startswith("Not tested")
     from fewdims.chapters import summary
 
     papers = [c["paper"] for c in summary.all_claims({})]  # the external claims come with the chapter's results
     assert not set(papers) & {oc.RUDMAN, oc.KOVALEVA, oc.TIMKEY}
     with_them = summary.all_claims({"outliers": None})
     assert [c["paper"] for c in with_them] == papers + [oc.RUDMAN, oc.KOVALEVA, oc.TIMKEY]  # appended, last
-    table = oc.settings_table(with_them)
+    table = ocl.settings_table(with_them)
     assert list(table.paper) == [oc.RUDMAN, oc.KOVALEVA, oc.TIMKEY] and not table.isna().any().any()
 
 
@@ -200,7 +202,7 @@ def smoke_profile(task="sst2"):
 def test_the_chapter_end_to_end_on_smoke(smoke):
     from matplotlib.figure import Figure
 
-    from fewdims import figures
+    from fewdims import outlier_figures
     from fewdims.chapters import open_chapter
     from fewdims.runner import Runner, score
 
@@ -227,14 +229,14 @@ def test_the_chapter_end_to_end_on_smoke(smoke):
     assert set(oc.rudman_frame(result).predictor) >= {oc.FULL, oc.ONE_DIM, oc.K1_HEAD, oc.RANDOM_DIM}
     overlap = oc.overlap_frame(result)
     assert overlap.p.between(0, 1).all() and (overlap.overlap <= overlap.selected).all()
-    for claim in oc.external_claims(result):
-        assert claim["verdict"] in oc.OUTLIER_VERDICTS and "Their setting" in claim["measured"]
-    for fig in (figures.concentration_intervals(oc.concentration_frame(result), result.hidden),
-                figures.rudman_intervals(oc.rudman_frame(result)), figures.zeroing_intervals(oc.kovaleva_frame(result)),
-                figures.overlap_intervals(overlap, [oc.ALL_SELECTED, oc.SCAN_TOP10])):
+    for claim in ocl.external_claims(result):
+        assert claim["verdict"] in verdicts.VERDICTS and "Their setting" in claim["measured"]
+    for fig in (outlier_figures.concentration_intervals(oc.concentration_frame(result), result.hidden),
+                outlier_figures.rudman_intervals(oc.rudman_frame(result)), outlier_figures.zeroing_intervals(oc.kovaleva_frame(result)),
+                outlier_figures.overlap_intervals(overlap, [oc.ALL_SELECTED, oc.SCAN_TOP10])):
         assert isinstance(fig, Figure) and fig._suptitle.get_text()
         assert all(ax.has_data() for ax in fig.axes if ax.get_visible())
-    assert "SST-2" in oc.findings(result) and "Held-out slice" in oc.heldout_note(result)
+    assert "SST-2" in ocl.findings(result) and "Held-out slice" in ocl.heldout_note(result)
 
     # a second pass reuses every record; with the analysis gone from the record it is re-analysed from the cached
     # weights (no training) and comes back the same
@@ -258,8 +260,8 @@ def test_the_chapter_end_to_end_on_smoke(smoke):
     empty = Runner(profile, allow_compute=False, store_root=smoke / "nothing")
     nothing = open_chapter("outliers", profile, empty).results()
     assert nothing.entries == {} and nothing.missing == ["SST-2"] and empty.computed == 0
-    assert [c["verdict"] for c in oc.external_claims(nothing)] == [oc.NOT_TESTED] * 3
-    assert oc.rudman_table(nothing).empty and "No stored" in oc.findings(nothing)
+    assert [c["verdict"] for c in ocl.external_claims(nothing)] == [verdicts.NOT_TESTED] * 3
+    assert oc.rudman_table(nothing).empty and "No stored" in ocl.findings(nothing)
 
 
 def test_the_sts_probe_runs_on_the_stsb_reference(smoke):

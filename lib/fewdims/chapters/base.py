@@ -10,7 +10,8 @@ import contextlib
 
 import numpy as np
 
-from ..analysis import layer_analysis, masking_analysis, outlier_analysis, pair_scan_analysis
+from ..analysis import layer_analysis, masking_analysis, pair_scan_analysis
+from ..outlier_analysis import outlier_analysis
 from ..config import RunConfig
 from ..models import model_shape
 from ..profiles import Profile

@@ -63,10 +63,10 @@ def all_claims(results: dict, representation: str = "cls", majority: dict | None
 def external(results: dict) -> list[dict]:
     """The external claims of the outliers chapter (Rudman et al. 2023, Kovaleva et al. 2021, Timkey & van
     Schijndel 2021), after both papers' claims, when `results` holds that chapter (its results may be None: then
-    they are 'not tested'). Their verdicts may also be 'inconclusive' (chapters.outliers.INCONCLUSIVE)."""
+    they are 'not tested'). Their verdicts may also be 'inconclusive' (verdicts.INCONCLUSIVE)."""
     if "outliers" not in results:
         return []
-    from .outliers import external_claims
+    from .outlier_claims import external_claims
 
     return external_claims(results["outliers"])
 
