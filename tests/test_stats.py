@@ -68,14 +68,14 @@ def test_batch_metric_matches_compute_metrics(task, metric):
         labels = rng.integers(0, classes, n)
         rows = [noisy_labels(rng, labels, acc, classes) for acc in (0.9, 0.5, 0.2)]
         rows += [np.zeros(n, int), np.ones(n, int), labels]
-    batch = st._batch_metric(metric, np.array(rows), labels)
+    batch = st.batch_metric(metric, np.array(rows), labels)
     expected = [compute_metrics(task, r, labels)[metric] for r in rows]
     np.testing.assert_allclose(batch, expected, atol=1e-12)
     # Resampled rows (duplicates, possibly constant labels) against a per-row recomputation.
     idx = rng.integers(0, n, size=(20, n))
     idx[0] = 0  # a resample that is a single example repeated: constant predictions and labels
     preds = np.array(rows[0])
-    batch = st._batch_metric(metric, preds[idx], labels[idx])
+    batch = st.batch_metric(metric, preds[idx], labels[idx])
     expected = [compute_metrics(task, preds[i], labels[i])[metric] for i in idx]
     np.testing.assert_allclose(batch, expected, atol=1e-12)
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from .errors import FewdimsError
 from .metrics import compute_metrics
-from .stats import Interval, _batch_metric, bootstrap_samples
+from .stats import Interval, batch_metric, bootstrap_samples
 from .tasks import get_task
 
 # -- the rules, as named constants (printed in the notebook) ------------------------------------------------------
@@ -200,7 +200,7 @@ def _best(metric: str, preds: np.ndarray, y: np.ndarray) -> tuple[int, float]:
     best, best_score = 0, -math.inf
     rows = max(1, 2_000_000 // max(1, preds.shape[1]))
     for start in range(0, len(preds), rows):
-        scores = _batch_metric(metric, preds[start:start + rows], y)
+        scores = batch_metric(metric, preds[start:start + rows], y)
         j = int(np.argmax(scores))
         if scores[j] > best_score + 1e-12:
             best, best_score = start + j, float(scores[j])
@@ -248,7 +248,7 @@ def fit_one_dim(x, y, task: str) -> dict:
         rule = {"kind": "segments", "cuts": best[1], "classes": best[2]}
     else:
         raise FewdimsError(f"{spec.display} has {spec.num_labels} classes; one-dimension rules handle at most 4")
-    rule["train_score"] = 100.0 * float(_batch_metric(spec.main_metric, predict_one_dim(rule, x)[None, :],
+    rule["train_score"] = 100.0 * float(batch_metric(spec.main_metric, predict_one_dim(rule, x)[None, :],
                                                       y.astype(np.float64 if spec.is_regression else np.int64))[0])
     return rule
 

@@ -77,7 +77,7 @@ def _percentile(samples: np.ndarray, level: float) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def _batch_metric(metric: str, p: np.ndarray, y: np.ndarray) -> np.ndarray:
+def batch_metric(metric: str, p: np.ndarray, y: np.ndarray) -> np.ndarray:
     """`metric` of every row of p (B, n) against y (B, n) or (n,), matching metrics.compute_metrics exactly."""
     y = np.broadcast_to(y, p.shape)
     if metric == "accuracy":
@@ -142,7 +142,7 @@ def _boot_matrix(metric: str, preds: list[np.ndarray], labels: np.ndarray, n_boo
     for idx in _index_chunks(len(labels), n_boot, seed):
         y = labels[idx]
         for row, p in zip(out, preds):
-            row.append(_batch_metric(metric, p[idx], y))
+            row.append(batch_metric(metric, p[idx], y))
     return 100.0 * np.array([np.concatenate(row) for row in out])
 
 
@@ -373,7 +373,7 @@ def permutation_pvalue(task: str, preds_a, preds_b, labels, n_perm: int = 1000, 
     rows, extreme = max(1, _CHUNK_ELEMENTS // len(y)), 0
     for start in range(0, n_perm, rows):
         swap = rng.random((min(rows, n_perm - start), len(y))) < 0.5
-        diff = _batch_metric(metric, np.where(swap, pb, pa), y) - _batch_metric(metric, np.where(swap, pa, pb), y)
+        diff = batch_metric(metric, np.where(swap, pb, pa), y) - batch_metric(metric, np.where(swap, pa, pb), y)
         extreme += int(np.sum(np.abs(diff) >= observed - 1e-12))
     return (1 + extreme) / (1 + n_perm)
 

@@ -8,28 +8,20 @@ import math
 import numpy as np
 import pandas as pd
 
+from ..comparisons import FAILS, HOLDS, UNDECIDED, aggregate
 from ..outliers import LN_MOST, LN_SIGMAS, RUDMAN_VARIANCE_RATIO, TOP_K, as_interval, ranked
 from ..stats import above_majority
 from ..tables import fmt
-from ..verdicts import INCONCLUSIVE, MOST, NOT_SUPPORTED, NOT_TESTED, PARTLY, SUPPORTED, VERDICTS
+from ..verdicts import NOT_TESTED, VERDICTS
 from .outliers import (ALL_SELECTED, KOVALEVA, KOVALEVA_MARGIN, OVERLAP_ALPHA, PAPER_SETTINGS, ROGUE_SHARE, RUDMAN,
                        RUDMAN_MARGIN, TIMKEY, OutlierResults, concentration_frame, dims_text, kovaleva_parts,
                        overlap_frame)
 
 # -- claims -----------------------------------------------------------------------------------------------------------
 def interval_verdict(hits: int, misses: int, total: int) -> str:
-    """The book's rule over the deciding rows: supported if the claim holds on more than half (MOST), not supported
-    if it fails on more than half, inconclusive if more than half are undecided (the interval straddles the
-    margin), partly supported if the outcomes are mixed with at least one hit, else inconclusive."""
-    if total == 0:
-        return NOT_TESTED
-    if hits > MOST * total:
-        return SUPPORTED
-    if misses > MOST * total:
-        return NOT_SUPPORTED
-    if total - hits - misses > MOST * total:
-        return INCONCLUSIVE
-    return PARTLY if hits > 0 else INCONCLUSIVE
+    """The book's rule (comparisons.aggregate) over the deciding rows: `hits` hold, `misses` fail, the rest are
+    undecided (their interval straddles the margin)."""
+    return aggregate([HOLDS] * hits + [FAILS] * misses + [UNDECIDED] * (total - hits - misses))
 
 
 def informative(reference: dict | None, majority: float) -> bool:

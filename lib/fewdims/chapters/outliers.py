@@ -87,7 +87,7 @@ class OutliersChapter(Chapter):
                                      "key": rec["key"]}
             if sec.get("finetune_k1", True):
                 d = stored["rudman"]["cls"]["dim"]
-                run = self.runner.run(self.base(task, dims=(d,)), [interval_analysis(sec.get("n_boot", 1000))])
+                run = self.runner.run(self.base(task, dims=(d,)), [interval_analysis(sec["n_boot"])])
                 found = (run.get("extra") or {}).get("dev_interval", {}).get("splits", {}).get(first)
                 k1.append({"task": spec.display, "dim": d, "stored": not (run.get("missing") or run.get("planned")),
                            "score": score(run), **({f"{k}": found[k] for k in ("low", "high")} if found else {})})
