@@ -1,10 +1,16 @@
 #!/usr/bin/env python
 """Compute a profile's grid headline-first, in stages, so that a partial grid already gives every chapter its main
-comparison: the first seed of the token, freezing and CKA chapters, then more seeds of the headline cells, then
-the dimension and cross-fine-tuning chapters, then the layer chapter. Resumable like `python -m fewdims grid`
+comparison: the first seed of the token, freezing and CKA chapters, the cross-fine-tuning pairs and the outliers
+analyses (cheap: cached reference weights), then the dimension chapter, more seeds of the headline cells, then the
+layer chapter. Resumable like `python -m fewdims grid`
 (finished runs are reused), so it can be stopped and started again over several sittings.
 
     python scripts/grid_in_stages.py --profile evidence [--stages token:1,freezing:1,...] [--dry-run]
+                                     [--ray [--workers 2 --cpus-per-run 1]]
+
+--ray computes each stage on a local Ray cluster (fewdims.cluster.run_grid): several runs at once, each with
+--cpus-per-run threads (small models gain more from runs side by side than from threads: bench/grid_slice.py
+--ways after,parallel measures it).
 """
 from __future__ import annotations
 
@@ -13,8 +19,8 @@ import sys
 import time
 
 # (chapter, how many of the profile's seeds): the headline cells with one seed first, all seeds last
-DEFAULT_STAGES = ("token:1,freezing:1,cka:1,dimension:1,cross_finetune:1,token:3,freezing:3,token:5,freezing:5,"
-                  "dimension:5,layer:1")
+DEFAULT_STAGES = ("token:1,freezing:1,cka:1,cross_finetune:1,outliers:1,dimension:1,token:3,freezing:3,token:5,"
+                  "freezing:5,dimension:5,layer:1")
 
 
 def main(argv=None) -> int:
@@ -27,7 +33,13 @@ def main(argv=None) -> int:
     ap.add_argument("--profile", default="evidence")
     ap.add_argument("--stages", default=DEFAULT_STAGES, help="chapter:seeds,... (default: %(default)s)")
     ap.add_argument("--dry-run", action="store_true", help="list each stage's missing runs and their estimate")
+    ap.add_argument("--ray", action="store_true", help="compute each stage on a local Ray cluster")
+    ap.add_argument("--workers", type=int, default=None, help="with --ray: runs at a time (default: cores / threads)")
+    ap.add_argument("--cpus-per-run", type=int, default=None, help="with --ray: threads per run (default: the "
+                                                                   "cluster's choice, 1 for small models)")
     args = ap.parse_args(argv)
+    if (args.workers or args.cpus_per_run) and not args.ray:
+        ap.error("--workers and --cpus-per-run go with --ray")
     t0 = time.perf_counter()
     try:
         stages = [(name, int(n)) for name, n in (s.split(":") for s in args.stages.split(","))]
@@ -36,11 +48,20 @@ def main(argv=None) -> int:
     try:
         for name, n_seeds in stages:
             profile = load_profile(args.profile, seeds=n_seeds)
-            runner = Runner(profile, dry_run=args.dry_run, verbose=True)
             started = time.perf_counter()
-            open_chapter(name, profile, runner).results()
-            print(f"[stage {name}:{n_seeds}] {runner.summary()} ({(time.perf_counter() - started) / 60:.1f} min)",
-                  flush=True)
+            if args.ray and not args.dry_run:
+                from fewdims.cluster import run_grid
+
+                report = run_grid(profile, [name], workers=args.workers, cpus_per_run=args.cpus_per_run)
+                summary = report.summary()
+                if report.failed:
+                    print(f"grid_in_stages: failed runs in stage {name}: {', '.join(report.failed)}", file=sys.stderr)
+                    return 1
+            else:
+                runner = Runner(profile, dry_run=args.dry_run, verbose=True)
+                open_chapter(name, profile, runner).results()
+                summary = runner.summary()
+            print(f"[stage {name}:{n_seeds}] {summary} ({(time.perf_counter() - started) / 60:.1f} min)", flush=True)
     except FewdimsError as err:
         print(f"grid_in_stages: error: {err}", file=sys.stderr)
         return 2

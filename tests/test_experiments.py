@@ -152,16 +152,29 @@ def test_cost_model_is_calibrated_from_stored_timings():
 
     profile = load_profile("cpu", task="sst2")
     config = profile.base_config("sst2")
-    nominal = estimate_seconds(config, 1.0)  # seconds at 1 token/s
-    # four quiet runs at 2,000 tokens/s and one on a busy machine 5x slower; other models and devices ignored
-    records = [{"config": config.to_dict(), "timings": {"device": "cpu", "total_s": nominal / rate}}
-               for rate in (2000, 2000, 2000, 2000, 400)]
-    records += [{"config": {**config.to_dict(), "model": "tiny"}, "timings": {"device": "cpu", "total_s": 1.0}},
-                {"config": config.to_dict(), "timings": {"device": "cuda", "total_s": 0.01}},
+    busy, quiet = {"cpu_count": 2, "load_average": [7.0, 6.5, 6.0]}, {"cpu_count": 2, "load_average": [2.1, 2.2, 2.0]}
+
+    def rec(rate, env=None, cfg=config, device="cpu"):
+        return {"config": cfg.to_dict(), "environment": env or {},
+                "timings": {"device": device, "total_s": estimate_seconds(cfg, 1.0) / rate}}
+
+    # four runs at 2,000 tokens/s and one on a busy machine 5x slower; other models and devices ignored
+    records = [rec(r) for r in (2000, 2000, 2000, 2000, 400)]
+    records += [rec(1.0, cfg=config.replace(model="tiny")), rec(1e6, device="cuda"),
                 {"config": config.to_dict(), "timings": {}}]
-    rate, used = measured_throughput(records, "minilm")
-    assert used == 5 and rate == pytest.approx(2000)
-    assert measured_throughput([], "minilm") == (None, 0)
+    calibration = measured_throughput(records, "minilm")
+    assert calibration.runs == 5 and calibration.rate(config) == pytest.approx(2000)
+    assert "upper quartile of 5 runs" in calibration.note("minilm")
+    # once three runs are known quiet, only they count (their median), and the busy ones are left out
+    records += [rec(r, quiet) for r in (1000, 1200, 1400)] + [rec(100, busy)]
+    calibration = measured_throughput(records, "minilm")
+    assert calibration.rate(config) == pytest.approx(1200) and "median of 3 quiet runs" in calibration.note("minilm")
+    # a frozen backbone's runs are their own kind: their rate does not move the fine-tuned estimate
+    frozen = config.replace(freeze_backbone=True)
+    records += [rec(50_000, quiet, cfg=frozen) for _ in range(3)]
+    calibration = measured_throughput(records, "minilm")
+    assert calibration.rate(frozen) == pytest.approx(50_000) and calibration.rate(config) == pytest.approx(1200)
+    assert measured_throughput([], "minilm").rate(config) is None
 
 
 def test_runner_reports_measured_compute_of_every_run_it_used(smoke_env):
@@ -170,11 +183,11 @@ def test_runner_reports_measured_compute_of_every_run_it_used(smoke_env):
     Experiments(profile, first).token()
     again = Runner(profile, verbose=False)
     Experiments(profile, again).token()
-    assert again.calibration[0] is not None and again.calibration[1] == first.computed
+    assert again.calibration.rate(profile.base_config("sst2")) is not None and again.calibration.runs == first.computed
     assert set(again.recorded_s) == set(first.recorded_s) and all(s > 0 for s in again.recorded_s.values())
     assert f"{sum(again.recorded_s.values()) / 3600:.2f} h" in again.summary()
     planned = Runner(profile, dry_run=True)
-    assert "upper-quartile throughput" in planned.throughput_note()
+    assert "calibrated from stored tiny runs" in planned.throughput_note()
     # a corrupt record leaves the estimate uncalibrated instead of failing the dry run
     path = next(iter(planned.store.dir.rglob("*.json")))
     path.write_text("{not json")

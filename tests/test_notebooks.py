@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fewdims import cka_figures, comparisons, dimension_figures, figures, tables, verdicts
+from fewdims import cka_figures, comparisons, dimension_figures, figures, stats, tables, verdicts
 from fewdims.chapters import cka as cka_chapter
 from fewdims.chapters import cross_finetune as cross_finetune_chapter
 from fewdims.chapters import dimension as dimension_chapter
@@ -75,8 +75,21 @@ def test_score_table_has_matched_and_mismatched_mnli_columns():
                  "at_or_below_majority": True, "validation/matthews": 0.0})
     table = tables.score_table(pd.DataFrame(rows))
     assert list(table.columns) == ["MNLI-m (acc.)", "MNLI-mm (acc.)", "CoLA (MCC)"]
-    assert table.loc["cls", "MNLI-mm (acc.)"] == "82.0 ± 1.4 (81.0, 83.0)"
-    assert table.loc["cls", "CoLA (MCC)"].endswith(tables.MAJORITY_MARK)
+    # two runs without stored predictions: a t-interval over the seeds (t(0.975, 1) = 12.71, sd 1.41, n 2)
+    assert table.loc["cls", "MNLI-mm (acc.)"] == "82.0 [69.3, 94.7] · 2 runs"
+    assert table.loc["cls", "CoLA (MCC)"] == f"0.0 (one run, no interval) {tables.MAJORITY_MARK}"
+
+
+def test_score_table_cells_carry_the_bootstrap_interval_of_stored_predictions():
+    labels = binary_labels(400, seed=1)
+    preds = [noisy(labels, 0.85, seed) for seed in range(3)]
+    table = tables.score_table(pd.DataFrame(pred_runs("sst2", "cls", labels, preds, majority=50.0)))
+    cell = table.loc["cls", "SST-2 (acc.)"]
+    interval = stats.combined_interval("sst2", preds, labels, n_boot=verdicts.N_BOOT)
+    assert cell == f"{tables.fmt(interval.estimate)} [{tables.fmt(interval.low)}, {tables.fmt(interval.high)}] · 3 runs"
+    assert interval.low < interval.estimate < interval.high
+    one = tables.score_table(pd.DataFrame(pred_runs("sst2", "cls", labels, preds[:1], majority=50.0))).iloc[0, 0]
+    assert "[" in one and "runs" not in one  # one run: the interval over dev examples alone
 
 
 # -- hand-made per-example predictions ---------------------------------------------------------------------------

@@ -149,6 +149,20 @@ def test_the_heldout_slice_avoids_the_training_rows():
     assert len(od.heldout_rows(n_rows, 450, seed, 100)[0]) == 50  # only 50 rows to spare
 
 
+@pytest.mark.parametrize("size", [None, 150, 400])
+def test_the_heldout_slice_is_never_trained_on_when_the_run_holds_rows_out(size):
+    from fewdims.data import SplitData
+
+    n_rows, seed, holdout = 500, 3, 60
+    split = SplitData("sst2", "train", ([str(i) for i in range(n_rows)],), np.arange(n_rows), "test")
+    trained, held = split.split_off(holdout, size, seed)  # the rows the run trains on and the ones it holds out
+    rows, overlaps = od.heldout_rows(n_rows, size, seed, 1000, holdout)
+    assert not overlaps and not set(trained.labels.tolist()) & set(rows.tolist())
+    assert set(held.labels.tolist()) <= set(rows.tolist())  # every held-out row, plus any row beyond the subset
+    assert len(rows) == n_rows - len(trained.labels)
+    assert len(od.heldout_rows(n_rows, size, seed, 40, holdout)[0]) == 40
+
+
 def test_mean_difference_is_paired_and_exact_for_identical_systems():
     rng = np.random.default_rng(5)
     labels = rng.integers(0, 2, 200)

@@ -244,3 +244,31 @@ def test_keeping_freed_memory_changes_no_result(env):
         outs[setting] = json.loads(proc.stdout.strip().splitlines()[-1])
     assert outs["0"]["on"] is False and outs["1"]["on"] is True
     assert outs["0"]["history"] == outs["1"]["history"] and outs["0"]["head"] == outs["1"]["head"]
+
+
+def test_a_workers_kept_pretrained_weights_train_exactly_like_a_fresh_load(env, tmp_path, monkeypatch):
+    """The grid's worker keeps the pretrained model in memory and hands out copies (models._PRETRAINED): a run
+    from that copy must be the run a fresh process loading the weights from disk computes (issue 16: a throughput
+    change must leave results reproducible)."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    import fewdims.models as models
+
+    tokenizer = AutoTokenizer.from_pretrained(str(models.bundled_model_dir("minilm")))
+    torch.manual_seed(0)
+    bert = BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                                num_attention_heads=2, intermediate_size=64, max_position_embeddings=64))
+    model_dir = tmp_path / "tiny-bert"
+    bert.save_pretrained(model_dir, safe_serialization=True)
+    tokenizer.save_pretrained(model_dir)
+    config = tiny_config(model=str(model_dir))
+
+    monkeypatch.setattr(models, "_PRETRAINED", {})
+    monkeypatch.setenv("FEWDIMS_WORKER_CACHE", "0")
+    fresh = train(config, env["glue"])
+    assert not models._PRETRAINED  # switched off: nothing kept
+    monkeypatch.setenv("FEWDIMS_WORKER_CACHE", "1")
+    loaded, kept = train(config, env["glue"]), train(config, env["glue"])
+    assert list(models._PRETRAINED) == [str(model_dir)]  # the second run started from the kept copy
+    for run in (loaded, kept):
+        assert run.metrics == fresh.metrics and run.history == fresh.history and run.predictions == fresh.predictions

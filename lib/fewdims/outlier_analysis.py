@@ -182,7 +182,8 @@ def analyse(model, context, source, params: dict) -> dict:
     labels = np.asarray(dev_enc.labels)
 
     full = load_split(task.name, config.train_split, source)
-    rows, overlaps = heldout_rows(len(full), config.train_size, config.data_seed, params["n_heldout"])
+    rows, overlaps = heldout_rows(len(full), config.train_size, config.data_seed, params["n_heldout"],
+                                  config.holdout_size)
     held = full._take(rows)
     held_enc = encode(held, tokenizer, config.max_length, config.model)
 

@@ -313,13 +313,21 @@ def overlap_test(selected, outliers, population: int) -> dict:
 
 
 # -- the held-out slice of the train split ----------------------------------------------------------------------------
-def heldout_rows(n_rows: int, train_size: int | None, data_seed: int, n: int) -> tuple[np.ndarray, bool]:
-    """(row indices, overlaps_training) of a fixed slice of `n` train-split rows that are not among the training
-    subset `SplitData.subset(train_size, data_seed)` draws, when the split has rows to spare; otherwise drawn
-    from the whole split (and then overlapping the rows the model was trained on)."""
+def heldout_rows(n_rows: int, train_size: int | None, data_seed: int, n: int,
+                 holdout_size: int = 0) -> tuple[np.ndarray, bool]:
+    """(row indices, overlaps_training) of a fixed slice of `n` train-split rows the run never trained on: neither in
+    the training subset that `SplitData.subset(train_size, data_seed)` draws nor, with a held-out slice
+    (`holdout_size` > 0), in the training rows of `SplitData.split_off(holdout_size, train_size, data_seed)` (its
+    held-out rows and any rows beyond the training subset qualify). When the run trained on every row, the slice is
+    drawn from the whole split and overlaps the training rows (said so by the flag)."""
     if n < 2:
         raise FewdimsError(f"the held-out slice needs at least 2 rows, got n_heldout={n}")
-    if train_size is None or train_size >= n_rows:
+    if holdout_size:  # the same permutation as SplitData.split_off
+        order = np.random.default_rng([int(data_seed), 7]).permutation(n_rows)
+        rest = order[int(holdout_size):]
+        unseen = np.concatenate([order[:int(holdout_size)], rest[int(train_size):] if train_size is not None else []])
+        pool, overlaps = np.sort(unseen.astype(int)), False
+    elif train_size is None or train_size >= n_rows:
         pool, overlaps = np.arange(n_rows), True
     else:
         pool, overlaps = np.random.default_rng(int(data_seed)).permutation(n_rows)[int(train_size):], False

@@ -179,8 +179,8 @@ class Runner:
         return record
 
     @functools.cached_property
-    def calibration(self) -> tuple[float | None, int]:
-        """(tokens/s, runs used) measured from this profile's stored runs; read only when an estimate is asked."""
+    def calibration(self) -> Calibration:
+        """Throughputs measured from this profile's stored runs; read only when an estimate is asked."""
         try:
             records = self.store.records()
         except FewdimsError:  # a corrupt record is reported where a run needs it, not by the cost model
@@ -189,13 +189,10 @@ class Runner:
 
     def estimate(self, config: RunConfig) -> float:
         """Estimated seconds of one run on this machine (calibrated from stored runs when there are any)."""
-        return estimate_seconds(config, self.calibration[0])
+        return estimate_seconds(config, self.calibration.rate(config))
 
     def throughput_note(self) -> str:
-        rate, runs = self.calibration
-        if rate is None:
-            return "at the nominal 1,600 tokens/s (no stored run of this model to calibrate from)"
-        return f"at {rate:,.0f} tokens/s, the upper-quartile throughput of {runs} stored {self.profile['model']} runs"
+        return self.calibration.note(self.profile["model"])
 
     def summary(self) -> str:
         if self.dry_run:
@@ -244,21 +241,73 @@ def estimate_seconds(config: RunConfig, tokens_per_s: float | None = None) -> fl
     return (train_passes * tokens * layer_share + eval_passes * tokens * layer_share / 3.0) / rate
 
 
-def measured_throughput(records: list[dict], model: str) -> tuple[float | None, int]:
-    """(upper-quartile nominal tokens/s, runs used) over stored CPU runs of `model`: each run's estimate at 1 token/s
-    over its measured seconds. The upper quartile, because a busy machine only ever slows runs down (several
-    times, measured) while the estimator's misfit across tasks spreads rates both ways."""
-    rates = []
+# A run had the machine to itself when the 5-minute load at its end was at most this many times the cores: the
+# grid's own threads load it ~1x; tests or a second grid beside it push 2-6x and slow runs several times over.
+QUIET_LOAD_PER_CORE = 1.25
+MIN_CALIBRATION_RUNS = 3  # fewer quiet runs of a kind than this: fall back to every stored run
+
+
+def run_kind(config: RunConfig) -> str:
+    """Runs whose time scales alike: a frozen backbone trains a head on cached features (seconds), the rest
+    fine-tune the backbone (minutes)."""
+    return "frozen" if config.freeze_backbone else "fine-tuned"
+
+
+def was_quiet(record: dict) -> bool:
+    env = record.get("environment") or {}
+    load, cores = env.get("load_average"), env.get("cpu_count")
+    return bool(load and cores) and load[1] <= QUIET_LOAD_PER_CORE * cores
+
+
+@dataclass
+class Calibration:
+    """Nominal tokens/s per run kind. From quiet runs (median) where a kind has enough of them, else from every
+    stored run (upper quartile: a busy machine only ever slows runs down, while the estimator's misfit across tasks
+    spreads rates both ways)."""
+    by_kind: dict = field(default_factory=dict)   # kind -> (tokens/s, runs used, quiet?)
+    pooled: tuple | None = None                   # (tokens/s, runs used, quiet?) over every kind
+
+    def rate(self, config: RunConfig) -> float | None:
+        chosen = self.by_kind.get(run_kind(config)) or self.pooled
+        return chosen[0] if chosen else None
+
+    @property
+    def runs(self) -> int:
+        return self.pooled[1] if self.pooled else 0
+
+    def note(self, model: str) -> str:
+        if not self.pooled:
+            return "at the nominal 1,600 tokens/s (no stored run of this model to calibrate from)"
+        fits = sorted(self.by_kind.items()) or [("every", self.pooled)]
+        parts = [f"{kind} {rate:,.0f} tokens/s ({'median of' if quiet else 'upper quartile of'} {n} "
+                 f"{'quiet ' if quiet else ''}runs)" for kind, (rate, n, quiet) in fits]
+        return f"at {'; '.join(parts)}, calibrated from stored {model} runs"
+
+
+def measured_throughput(records: list[dict], model: str) -> Calibration:
+    """The cost model's calibration from stored CPU runs of `model`: each run's estimate at 1 token/s over its
+    measured seconds, per run kind; quiet runs (`was_quiet`) only where a kind has `MIN_CALIBRATION_RUNS` of them."""
+    rates: dict[str, list[tuple[float, bool]]] = {}
     for record in records:
         timings = record.get("timings") or {}
         if record.get("config", {}).get("model") != model or timings.get("device") != "cpu" \
                 or not timings.get("total_s"):
             continue
         try:
-            rates.append(estimate_seconds(RunConfig.from_dict(record["config"]), 1.0) / timings["total_s"])
+            config = RunConfig.from_dict(record["config"])
         except (FewdimsError, TypeError):  # a record of an older config schema: not a calibration point
             continue
-    return (float(np.quantile(rates, 0.75)), len(rates)) if rates else (None, 0)
+        rates.setdefault(run_kind(config), []).append((estimate_seconds(config, 1.0) / timings["total_s"],
+                                                       was_quiet(record)))
+
+    def fit(points: list[tuple[float, bool]]) -> tuple | None:
+        quiet = [r for r, q in points if q]
+        if len(quiet) >= MIN_CALIBRATION_RUNS:
+            return float(np.median(quiet)), len(quiet), True
+        return (float(np.quantile([r for r, _ in points], 0.75)), len(points), False) if points else None
+
+    fitted = {kind: fit(points) for kind, points in rates.items() if len(points) >= MIN_CALIBRATION_RUNS}
+    return Calibration(fitted, fit([p for points in rates.values() for p in points]))
 
 
 def estimate_flops(config: RunConfig) -> float:

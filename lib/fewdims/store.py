@@ -50,6 +50,9 @@ def environment() -> dict:
         "processor": platform.processor() or None, "cpu_count": os.cpu_count(),
         "torch": torch.__version__, "transformers": transformers.__version__, "accelerate": accelerate.__version__,
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "commit": git_commit(),
+        # the machine's 1-, 5- and 15-minute load when the record is written: the cost model calibrates from runs
+        # that had the machine to themselves (a busy 2-core machine slows a run several times over)
+        "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
         **code_fingerprint(),
     }
 

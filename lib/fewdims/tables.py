@@ -1,5 +1,6 @@
-"""Display tables and number formatting shared by every chapter: 'mean ± std (seeds)' cells, score tables with
-one column per task (and split), and the tidy rows the chapters build from records."""
+"""Display tables and number formatting shared by every chapter: score tables with one column per task (and
+split) whose cells carry 95 % intervals, 'mean ± std (seeds)' summaries, and the tidy rows the chapters build from
+records."""
 from __future__ import annotations
 
 import math
@@ -17,6 +18,9 @@ METRIC_SHORT = {"accuracy": "acc.", "matthews": "MCC", "pearson": "Pearson r", "
 MAJORITY_MARK = "†"        # marks a cell with at least one run at or below the majority-class baseline
 MAJORITY_NOTE = (f"{MAJORITY_MARK} at least one run at or below the majority-class baseline "
                  "(kept in the table, not dropped)")
+SCORE_TABLE_NOTE = ("Cells: mean score [95 % interval] · number of runs; the interval is a bootstrap over seeds and "
+                    "dev examples from the runs' stored predictions (one run: over dev examples), else a t-interval "
+                    "over seeds. " + MAJORITY_NOTE + ".")
 
 
 def row(record: dict, **fields) -> dict:
@@ -168,12 +172,17 @@ def long_scores(frame: pd.DataFrame, metrics: str = "main") -> pd.DataFrame:
 def score_table(frame: pd.DataFrame, rows: str = "variant", row_order=None, metrics: str = "main",
                 rename: dict | None = None) -> pd.DataFrame:
     """A display table: one row per `rows` value, one column per task (and split: MNLI-m / MNLI-mm, and metric
-    when metrics='all'), each cell 'mean ± std (seeds)' with MAJORITY_MARK where a run is at or below the
-    majority baseline. Missing combinations are blank."""
+    when metrics='all'), each cell the mean score with its 95 % interval and the number of runs,
+    '85.8 [84.9, 86.7] · 5 runs' (`interval_cell_text`), with MAJORITY_MARK where a run is at or below the majority
+    baseline. Missing combinations are blank."""
     if frame is None or len(frame) == 0:
         return pd.DataFrame()
     long = long_scores(frame, metrics)
     summary = summarise(long, by=[rows, "column"], value="value")
+    main = {split_label(get_task(t).name, get_task(t).eval_splits[0]): t for t in frame["task"].unique()}
+    summary["cell"] = [interval_cell_text(frame[(frame[rows] == r[rows]) & (frame["task"] == main[r["column"]])]
+                                          if r["column"] in main else None, r["values"], r["below_majority"])
+                       for _, r in summary.iterrows()]
     table = summary.pivot(index=rows, columns="column", values="cell")
     order = row_order or sorted_unique(frame[rows])
     table = table.reindex([r for r in order if r in table.index])
@@ -183,6 +192,24 @@ def score_table(frame: pd.DataFrame, rows: str = "variant", row_order=None, metr
     if rename:
         table = table.rename(index=rename)
     return table
+
+
+def interval_cell_text(runs: pd.DataFrame | None, values, below_majority: int = 0, digits: int = 1) -> str:
+    """A score cell with its 95 % interval: over seeds and dev examples from the runs' stored predictions when
+    `runs` (the group's rows, main split and metric) has them, else a t-interval over the `values` of several runs,
+    else the one value without an interval; '· n runs' when there are several, MAJORITY_MARK when any run is at or
+    below the majority baseline."""
+    from .comparisons import interval_text, score_interval  # comparisons builds on this module
+    from .stats import seed_interval
+
+    vals = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not vals:
+        return "not run"
+    interval = score_interval(runs) if runs is not None and len(runs) else None
+    if interval is None and len(vals) >= 2:
+        interval = seed_interval(np.asarray(vals))
+    text = interval_text(interval, float(np.mean(vals)), n=len(vals), digits=digits)
+    return text + (f" · {len(vals)} runs" if len(vals) > 1 else "") + (f" {MAJORITY_MARK}" if below_majority else "")
 
 
 def shown(table: pd.DataFrame, note: str = "No stored runs for this table yet."):
