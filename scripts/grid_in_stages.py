@@ -15,6 +15,7 @@ layer chapter. Resumable like `python -m fewdims grid`
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -58,9 +59,13 @@ def main(argv=None) -> int:
                     print(f"grid_in_stages: failed runs in stage {name}: {', '.join(report.failed)}", file=sys.stderr)
                     return 1
             else:
-                runner = Runner(profile, dry_run=args.dry_run, verbose=True)
+                runner = Runner(profile, dry_run=args.dry_run, verbose=True, threads=args.cpus_per_run)
                 open_chapter(name, profile, runner).results()
                 summary = runner.summary()
+                if args.dry_run and args.ray:  # runs side by side: the stage's wall time
+                    workers = args.workers or max(1, (os.cpu_count() or 1) // (args.cpus_per_run or 1))
+                    estimate = sum(runner.estimate(c) for c in runner.planned)
+                    summary += f"; {workers} at a time: ~{estimate / workers / 3600:.2f} h of wall time"
             print(f"[stage {name}:{n_seeds}] {summary} ({(time.perf_counter() - started) / 60:.1f} min)", flush=True)
     except FewdimsError as err:
         print(f"grid_in_stages: error: {err}", file=sys.stderr)

@@ -174,6 +174,11 @@ def test_cost_model_is_calibrated_from_stored_timings():
     records += [rec(50_000, quiet, cfg=frozen) for _ in range(3)]
     calibration = measured_throughput(records, "minilm")
     assert calibration.rate(frozen) == pytest.approx(50_000) and calibration.rate(config) == pytest.approx(1200)
+    # runs at one thread (side by side in a grid of one-thread runs) calibrate the estimate at one thread only
+    one_thread = [{**rec(r, quiet), "timings": {**rec(r, quiet)["timings"], "threads": 1}} for r in (700, 800, 900)]
+    calibration = measured_throughput(records + one_thread, "minilm")
+    assert calibration.rate(config, threads=1) == pytest.approx(800)
+    assert calibration.rate(config) == pytest.approx(1200) and "1 thread per run" in calibration.note("minilm", 1)
     assert measured_throughput([], "minilm").rate(config) is None
 
 
@@ -187,7 +192,7 @@ def test_runner_reports_measured_compute_of_every_run_it_used(smoke_env):
     assert set(again.recorded_s) == set(first.recorded_s) and all(s > 0 for s in again.recorded_s.values())
     assert f"{sum(again.recorded_s.values()) / 3600:.2f} h" in again.summary()
     planned = Runner(profile, dry_run=True)
-    assert "calibrated from stored tiny runs" in planned.throughput_note()
+    assert "from stored tiny runs" in planned.throughput_note()
     # a corrupt record leaves the estimate uncalibrated instead of failing the dry run
     path = next(iter(planned.store.dir.rglob("*.json")))
     path.write_text("{not json")

@@ -36,7 +36,8 @@ def cmd_grid(args) -> None:
             raise FewdimsError(f"unknown experiment {name!r}; choose from {', '.join(GRID_ORDER)}")
     if args.ray is not None and not args.dry_run:
         return cmd_grid_ray(args, profile)
-    runner = Runner(profile, dry_run=args.dry_run, verbose=True)
+    # a dry run estimates runs at --cpus-per-run threads each (calibrated from stored runs at that thread count)
+    runner = Runner(profile, dry_run=args.dry_run, verbose=True, threads=args.cpus_per_run)
     t0 = time.perf_counter()
     for name in args.experiments or GRID_ORDER:
         open_chapter(name, profile, runner).results()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -52,7 +53,8 @@ class Job:
 
 class Runner:
     def __init__(self, profile: Profile, *, dry_run: bool = False, force: bool = False, store_root=None,
-                 verbose: bool | None = None, allow_compute: bool = True, plan: bool = False):
+                 verbose: bool | None = None, allow_compute: bool = True, plan: bool = False,
+                 threads: int | None = None):
         if not isinstance(profile, Profile):
             raise FewdimsError("Runner needs a Profile: fewdims.profiles.load_profile('cpu', ...)")
         if not isinstance(allow_compute, bool):
@@ -74,6 +76,7 @@ class Runner:
         self.planned: list[RunConfig] = []
         self.missing: list[RunConfig] = []  # with allow_compute=False: runs not stored, left out of the results
         self.chapter: str | None = None     # set by the chapter asking for records (see fewdims.chapters.base)
+        self.threads = threads  # threads per run the estimate assumes (None: as many as this machine's cores)
         self.handed_out: dict[str, dict] = {}  # key -> {'record', 'chapters'}: every record the chapters used
 
     @property
@@ -189,10 +192,10 @@ class Runner:
 
     def estimate(self, config: RunConfig) -> float:
         """Estimated seconds of one run on this machine (calibrated from stored runs when there are any)."""
-        return estimate_seconds(config, self.calibration.rate(config))
+        return estimate_seconds(config, self.calibration.rate(config, self.threads))
 
     def throughput_note(self) -> str:
-        return self.calibration.note(self.profile["model"])
+        return self.calibration.note(self.profile["model"], self.threads)
 
     def summary(self) -> str:
         if self.dry_run:
@@ -261,33 +264,46 @@ def was_quiet(record: dict) -> bool:
 
 @dataclass
 class Calibration:
-    """Nominal tokens/s per run kind. From quiet runs (median) where a kind has enough of them, else from every
-    stored run (upper quartile: a busy machine only ever slows runs down, while the estimator's misfit across tasks
-    spreads rates both ways)."""
-    by_kind: dict = field(default_factory=dict)   # kind -> (tokens/s, runs used, quiet?)
-    pooled: tuple | None = None                   # (tokens/s, runs used, quiet?) over every kind
+    """Nominal tokens/s per (run kind, threads per run). From quiet runs (median) where a group has enough of them,
+    else from every stored run of the group (upper quartile: a busy machine only ever slows runs down, while the
+    estimator's misfit across tasks spreads rates both ways). A run at one thread beside another (a grid of
+    one-thread runs side by side) is its own group: its seconds are longer, the runs per hour higher."""
+    by_group: dict = field(default_factory=dict)  # (kind, threads) -> (tokens/s, runs used, quiet?)
+    by_kind: dict = field(default_factory=dict)   # kind -> (tokens/s, runs used, quiet?), any thread count
+    pooled: tuple | None = None                   # (tokens/s, runs used, quiet?) over every run
 
-    def rate(self, config: RunConfig) -> float | None:
-        chosen = self.by_kind.get(run_kind(config)) or self.pooled
+    def _fit(self, config: RunConfig, threads: int | None):
+        kind = run_kind(config)
+        return self.by_group.get((kind, threads or default_threads())) or self.by_kind.get(kind) or self.pooled
+
+    def rate(self, config: RunConfig, threads: int | None = None) -> float | None:
+        chosen = self._fit(config, threads)
         return chosen[0] if chosen else None
 
     @property
     def runs(self) -> int:
         return self.pooled[1] if self.pooled else 0
 
-    def note(self, model: str) -> str:
+    def note(self, model: str, threads: int | None = None) -> str:
         if not self.pooled:
             return "at the nominal 1,600 tokens/s (no stored run of this model to calibrate from)"
-        fits = sorted(self.by_kind.items()) or [("every", self.pooled)]
+        threads = threads or default_threads()
+        fits = [(kind, self.by_group.get((kind, threads)) or fit) for kind, fit in sorted(self.by_kind.items())]
         parts = [f"{kind} {rate:,.0f} tokens/s ({'median of' if quiet else 'upper quartile of'} {n} "
-                 f"{'quiet ' if quiet else ''}runs)" for kind, (rate, n, quiet) in fits]
-        return f"at {'; '.join(parts)}, calibrated from stored {model} runs"
+                 f"{'quiet ' if quiet else ''}runs)" for kind, (rate, n, quiet) in fits or [("every", self.pooled)]]
+        return f"at {'; '.join(parts)}, {threads} thread{'s' if threads > 1 else ''} per run, from stored {model} runs"
+
+
+def default_threads() -> int:
+    """Threads of a run when nobody sets them: torch's default, the machine's cores."""
+    return os.cpu_count() or 1
 
 
 def measured_throughput(records: list[dict], model: str) -> Calibration:
     """The cost model's calibration from stored CPU runs of `model`: each run's estimate at 1 token/s over its
-    measured seconds, per run kind; quiet runs (`was_quiet`) only where a kind has `MIN_CALIBRATION_RUNS` of them."""
-    rates: dict[str, list[tuple[float, bool]]] = {}
+    measured seconds, per run kind and thread count; quiet runs (`was_quiet`) only where a group has
+    `MIN_CALIBRATION_RUNS` of them."""
+    points: dict[tuple, list[tuple[float, bool]]] = {}
     for record in records:
         timings = record.get("timings") or {}
         if record.get("config", {}).get("model") != model or timings.get("device") != "cpu" \
@@ -297,17 +313,20 @@ def measured_throughput(records: list[dict], model: str) -> Calibration:
             config = RunConfig.from_dict(record["config"])
         except (FewdimsError, TypeError):  # a record of an older config schema: not a calibration point
             continue
-        rates.setdefault(run_kind(config), []).append((estimate_seconds(config, 1.0) / timings["total_s"],
-                                                       was_quiet(record)))
+        group = (run_kind(config), int(timings.get("threads") or default_threads()))
+        points.setdefault(group, []).append((estimate_seconds(config, 1.0) / timings["total_s"], was_quiet(record)))
 
-    def fit(points: list[tuple[float, bool]]) -> tuple | None:
-        quiet = [r for r, q in points if q]
+    def fit(found: list[tuple[float, bool]]) -> tuple | None:
+        quiet = [r for r, q in found if q]
         if len(quiet) >= MIN_CALIBRATION_RUNS:
             return float(np.median(quiet)), len(quiet), True
-        return (float(np.quantile([r for r, _ in points], 0.75)), len(points), False) if points else None
+        return (float(np.quantile([r for r, _ in found], 0.75)), len(found), False) if found else None
 
-    fitted = {kind: fit(points) for kind, points in rates.items() if len(points) >= MIN_CALIBRATION_RUNS}
-    return Calibration(fitted, fit([p for points in rates.values() for p in points]))
+    kinds = {kind for kind, _ in points}
+    by_kind = {kind: fit([p for (k, _), found in points.items() if k == kind for p in found]) for kind in kinds}
+    return Calibration({group: fit(found) for group, found in points.items() if len(found) >= MIN_CALIBRATION_RUNS},
+                       {kind: f for kind, f in by_kind.items() if f[1] >= MIN_CALIBRATION_RUNS},
+                       fit([p for found in points.values() for p in found]))
 
 
 def estimate_flops(config: RunConfig) -> float:
