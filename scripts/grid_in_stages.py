@@ -70,6 +70,10 @@ def main(argv=None) -> int:
     except FewdimsError as err:
         print(f"grid_in_stages: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("grid_in_stages: interrupted; only complete records were written: run it again to go on",
+              file=sys.stderr)
+        return 130
     print(f"grid_in_stages {args.profile}: done in {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
     return 0
 

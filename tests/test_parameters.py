@@ -66,6 +66,20 @@ def test_precedence_explicit_over_environment_over_profile_file(isolated, monkey
     assert load_profile("smoke", train_size="all").base_config("sst2").train_size is None
 
 
+def test_epochs_and_sizes_may_be_given_per_task_and_are_worded_per_task():
+    from fewdims.profiles import per_task_text
+
+    profile = load_profile("smoke", epochs={"rte": 5, "default": 2}, train_size={"sst2": 30, "default": "all"})
+    assert profile.base_config("rte").epochs == 5 and profile.base_config("sst2").epochs == 2
+    assert profile.base_config("sst2").train_size == 30 and profile.base_config("rte").train_size is None
+    words = per_task_text({"rte": 5, "default": 2}, lambda e: f"{e} epochs")
+    assert words == "RTE: 5 epochs; other tasks: 2 epochs"
+    assert per_task_text(3, lambda e: f"{e} epochs") == "3 epochs"
+    # a mapping without the profile's tasks and without a default is named when the profile loads
+    with pytest.raises(FewdimsError, match="epochs gives no value for sst2 and no 'default'"):
+        load_profile("smoke", epochs={"rte": 5})
+
+
 @pytest.mark.parametrize("params, fragment", [
     ({"learning_rate": 1e-3}, "unknown parameter 'learning_rate'.*known parameters: .*head_lr"),
     ({"k": 3}, "unknown parameter 'k'"),  # k belongs to the dimension and layer chapters, not to token

@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PARAMS_DIR = ROOT / "notebooks" / "params"
 TINY_GLUE = "fixture:tiny"  # the smoke profile's data: a tiny GLUE-shaped directory written on demand
 ALL_ROWS = "all"            # train_size / eval_size: the whole split
+PER_TASK_KEYS = ("train_size", "eval_size", "epochs")  # each may be a mapping task -> value, with 'default'
 
 # Top-level keys copied into every RunConfig (the rest are per-chapter sections or profile metadata).
 RUN_KEYS = ("model", "train_split", "eval_splits", "train_size", "eval_size", "holdout_size", "epochs", "batch_size",
@@ -77,12 +78,27 @@ class Profile:
 
     def base_config(self, task: str, **changes) -> RunConfig:
         fields = {k: self.values[k] for k in RUN_KEYS if k in self.values}
-        for key in ("train_size", "eval_size"):
+        for key in PER_TASK_KEYS:
             if isinstance(fields.get(key), dict):  # per task, e.g. {sst2: 8000, default: all}
-                fields[key] = fields[key].get(task, fields[key].get("default", ALL_ROWS))
-            if fields.get(key) == ALL_ROWS:
+                mapping = fields[key]
+                if task not in mapping and "default" not in mapping:
+                    raise FewdimsError(f"{key} gives no value for {task} and no 'default': add '{task}: ...' or "
+                                       f"'default: ...' to {mapping!r}")
+                fields[key] = mapping.get(task, mapping.get("default"))
+            if key != "epochs" and fields.get(key) == ALL_ROWS:
                 fields[key] = None
         return RunConfig(task=task, **{**fields, **changes})
+
+
+def per_task_text(value, describe) -> str:
+    """A run parameter in words, per task where the profile maps tasks to values: 'SST-2: 8,000 examples; other
+    tasks: the whole split' (`describe` words one value)."""
+    if not isinstance(value, dict):
+        return describe(value)
+    parts = [f"{get_task(t).display}: {describe(v)}" for t, v in value.items() if t != "default"]
+    if "default" in value:
+        parts.append(f"{'other tasks' if parts else 'every task'}: {describe(value['default'])}")
+    return "; ".join(parts)
 
 
 def available_profiles() -> list[str]:
@@ -159,7 +175,8 @@ def load_profile(profile: str = "cpu", chapter: str | None = None, **overrides) 
                 raise FewdimsError(f"{key} must be a number of rows, {ALL_ROWS!r} (the whole split) or a mapping "
                                    f"task -> either (with 'default'), got {sizes!r}")
     result = Profile(profile, values, chapter)
-    result.base_config(values["tasks"][0])  # validates every run parameter now, before any work starts
+    for task in values["tasks"]:  # validates every run parameter of every task now, before any work starts
+        result.base_config(task)
     return result
 
 

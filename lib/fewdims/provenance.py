@@ -10,6 +10,7 @@ import pandas as pd
 
 from .chapters import EXPERIMENTS
 from .chapters.summary import collect
+from .profiles import ALL_ROWS, per_task_text
 from .tasks import get_task
 
 
@@ -88,10 +89,12 @@ def setup_tables(profile, records: dict, runner=None) -> dict[str, pd.DataFrame]
         ("backbone", f"{v['model']} ({_values(records, lambda r: r['extra']['model_source'])})"),
         ("tasks", ", ".join(get_task(t).display for t in profile.tasks)),
         ("seeds", ", ".join(map(str, profile.seeds)) + " (headline cells use every seed, the rest the first)"),
-        ("train subset", "whole training split" if v.get("train_size") is None else
-         f"{v['train_size']:,} examples per task (data seed {v.get('data_seed', 0)})"),
-        ("evaluation", "whole dev split" if v.get("eval_size") is None else f"{v['eval_size']:,} dev examples"),
-        ("recipe", f"{v['epochs']} epochs, batch {v['batch_size']}, lr {v['lr']:g}, warm-up "
+        ("train subset", per_task_text(v.get("train_size"), lambda n: "whole training split" if n in (None, ALL_ROWS)
+                                       else f"{n:,} examples") + f" (data seed {v.get('data_seed', 0)})"
+         + (f"; {v['holdout_size']:,} train rows held out to choose epochs and sets" if v.get("holdout_size") else "")),
+        ("evaluation", per_task_text(v.get("eval_size"), lambda n: "whole dev split" if n in (None, ALL_ROWS)
+                                     else f"{n:,} dev examples")),
+        ("recipe", per_task_text(v["epochs"], lambda e: f"{e} epochs") + f", batch {v['batch_size']}, lr {v['lr']:g}, warm-up "
                    f"{v['warmup_ratio']:g}, weight decay {v['weight_decay']:g}, dropout {v['dropout']:g}, "
                    f"max length {v['max_length']}, precision {v['precision']}"),
         ("runs", f"{len(stored)} stored runs used by the book" + (f", {missing} not stored" if missing else "")),

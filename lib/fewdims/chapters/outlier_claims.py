@@ -10,6 +10,7 @@ import pandas as pd
 
 from ..comparisons import FAILS, HOLDS, UNDECIDED, aggregate
 from ..outliers import LN_MOST, LN_SIGMAS, RUDMAN_VARIANCE_RATIO, TOP_K, as_interval, ranked
+from ..profiles import ALL_ROWS, per_task_text
 from ..stats import above_majority
 from ..tables import fmt
 from ..verdicts import NOT_TESTED, VERDICTS
@@ -54,11 +55,12 @@ def our_setting(results: OutlierResults | None, paper: str = RUDMAN) -> str:
     s = (results.setting if results is not None else {}) or {}
     if not s:
         return ""
-    size = "full training sets" if s.get("train_size") is None else f"{s['train_size']:,} training examples per task"
+    size = per_task_text(s.get("train_size"), lambda n: "full training set" if n in (None, ALL_ROWS)
+                         else f"{n:,} training examples")
     model = MODEL_NAMES.get(s["model"], s["model"])
     lr = f"{s['lr']:.0e}".replace("e-0", "e-")
-    return (f"{model} ({s['hidden']} dims), {size}, lr {lr}, batch {s['batch_size']}, {s['epochs']} "
-            f"epoch{'s' if s['epochs'] != 1 else ''}; {OUR_PARTS[paper]}")
+    epochs = per_task_text(s["epochs"], lambda e: f"{e} epoch{'s' if e != 1 else ''}")
+    return f"{model} ({s['hidden']} dims), {size}, lr {lr}, batch {s['batch_size']}, {epochs}; {OUR_PARTS[paper]}"
 
 
 def _not_tested(claim: str, paper: str, reason: str, results=None) -> dict:
