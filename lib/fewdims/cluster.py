@@ -180,8 +180,10 @@ class Progress:
     """runs done / running / queued, and the time left: the cost model's estimate of every run not yet done,
     scaled by the measured/estimated ratio of the runs done so far, over the runs that go at once."""
 
-    def __init__(self, profile, store_root, slots: int, out=sys.stderr, every_s: float = 10.0):
-        self.model = Runner(profile, store_root=store_root, verbose=False)  # calibrated from stored timings
+    def __init__(self, profile, store_root, slots: int, out=sys.stderr, every_s: float = 10.0,
+                 threads: int | None = None):
+        # calibrated from stored timings of runs at `threads` threads (the CPUs each run asks for)
+        self.model = Runner(profile, store_root=store_root, verbose=False, threads=threads)
         self.slots, self.out, self.ratios, self.every_s = slots, out, [], every_s
         self.t0 = self.last = time.perf_counter()
 
@@ -273,7 +275,8 @@ def run_grid(profile, experiments=None, *, address: str | None = None, workers: 
                                              max_retries=max_retries, retry_exceptions=False)
         env = worker_env(cache)
         store = ResultStore(profile.name, store_root)
-        progress = Progress(profile, store_root, resources["slots"], out)
+        progress = Progress(profile, store_root, resources["slots"], out,
+                            threads=int(resources["CPU"]) if not resources["GPU"] else None)
         print(f"[grid] Ray: {ray.cluster_resources().get('CPU', 0):g} CPUs, "
               f"{ray.cluster_resources().get('GPU', 0):g} GPUs; each run asks for {resources['GPU']:g} GPU and "
               f"{resources['CPU']} CPU; {resources['slots']} runs at a time; cache {cache}", file=out, flush=True)
