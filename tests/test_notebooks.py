@@ -80,6 +80,21 @@ def test_score_table_has_matched_and_mismatched_mnli_columns():
     assert table.loc["cls", "CoLA (MCC)"] == f"0.0 (one run, no interval) {tables.MAJORITY_MARK}"
 
 
+def test_cross_table_gives_b_after_a_its_interval_and_marks_majority():
+    labels = binary_labels(300, seed=2)
+    good, constant = noisy(labels, 0.8, 0), np.ones_like(labels)
+    rows = pred_runs("rte", "cross", labels, [good, constant], majority=55.0, task_a=["SST-2", "MRPC"],
+                     task_b="RTE", direct_b=79.0, a_before=85.0, a_after=84.0, majority_a=50.0)
+    for r, a in zip(rows, ("SST-2", "MRPC")):
+        r["task_a"] = a
+    table = cross_finetune_chapter.cross_table(pd.DataFrame(rows))
+    expected = stats.bootstrap_metric("rte", good, labels, n_boot=verdicts.N_BOOT)
+    assert table.loc[0, "B after A"] == (f"{tables.fmt(expected.estimate)} [{tables.fmt(expected.low)}, "
+                                         f"{tables.fmt(expected.high)}]")
+    assert table.loc[1, "B after A"].endswith(tables.MAJORITY_MARK)  # a constant predictor at the majority
+    assert table.loc[0, "B directly"] == "79.0"
+
+
 def test_score_table_cells_carry_the_bootstrap_interval_of_stored_predictions():
     labels = binary_labels(400, seed=1)
     preds = [noisy(labels, 0.85, seed) for seed in range(3)]

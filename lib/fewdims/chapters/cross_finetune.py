@@ -14,7 +14,7 @@ from ..errors import FewdimsError
 from ..predictions import unpack
 from ..runner import Runner, score
 from ..stats import Interval
-from ..tables import MAJORITY_MARK, fmt, frame, majority_points, row, stored_predictions
+from ..tables import fmt, frame, interval_cell_text, majority_points, row, stored_predictions
 from ..tasks import get_task
 from ..comparisons import (NO, NOT_WORSE, aggregate, compare, defined, informative_reference, interval_columns,
                            intervals_note, outcome, row_text, settle, tally)
@@ -235,7 +235,9 @@ def forgetting_claim(frame: pd.DataFrame) -> dict:
 
 def cross_table(frame: pd.DataFrame) -> pd.DataFrame:
     """The cross-fine-tuning runs as a display table (points; ratios to 2 decimals; 'A retained' is the normalised
-    retention, `normalised_retention`, 'n/a' where A before does not beat its majority baseline)."""
+    retention, `normalised_retention`, 'n/a' where A before does not beat its majority baseline). 'B after A'
+    carries its 95 % interval over dev examples (tables.interval_cell_text); the comparisons' paired intervals are in
+    the claims' tables."""
     cols = {"task_a": "A", "task_b": "B", "score": "B after A", "direct_b": "B directly", "relative_b": "B ratio",
             "a_before": "A before B", "a_after": "A after B (A's head)", "retention_norm": "A retained"}
     if frame is None or len(frame) == 0 or "task_a" not in frame:
@@ -248,9 +250,10 @@ def cross_table(frame: pd.DataFrame) -> pd.DataFrame:
     for c in ("B ratio", "A retained"):
         if c in out:
             out[c] = out[c].map(lambda x: fmt(x, 2))
-    if "at_or_below_majority" in frame:
-        out["B after A"] = [v + (f" {MAJORITY_MARK}" if flag else "")
-                            for v, flag in zip(out["B after A"], frame["at_or_below_majority"])]
+    if "B after A" in out:
+        flags = frame["at_or_below_majority"] if "at_or_below_majority" in frame else [False] * len(frame)
+        out["B after A"] = [interval_cell_text(frame.iloc[[i]], [frame["score"].iloc[i]], bool(flag))
+                            for i, flag in enumerate(flags)]
     return out.reset_index(drop=True)
 
 
