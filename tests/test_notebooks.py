@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fewdims import cka_figures, comparisons, dimension_figures, figures, stats, tables, verdicts
+from fewdims import book_figures, cka_figures, comparisons, dimension_figures, figures, stats, tables, verdicts
 from fewdims.chapters import cka as cka_chapter
 from fewdims.chapters import cross_finetune as cross_finetune_chapter
 from fewdims.chapters import dimension as dimension_chapter
@@ -668,8 +668,8 @@ def test_every_plot_returns_a_titled_figure_with_labelled_axes():
         figures.relative_matrix(cross_frame({("SST-2", "RTE"): (65.0, 66.0), ("RTE", "SST-2"): (92.0, 91.0)})),
         dimension_figures.scan_histogram(scan, reference={"SST-2": 90.0}), dimension_figures.importance_plot(scan, {"SST-2": [1]}),
         dimension_figures.removal_cost_bars(dims), dimension_figures.masking_contrast(dims, masking),
-        figures.delta_heatmap(pd.DataFrame({"task": ["SST-2"], "manipulation": ["x"], "delta": [-1.0]})),
-        figures.compute_bars(pd.DataFrame({"experiment": ["token"], "task": ["SST-2"], "seconds": [60.0]})),
+        book_figures.delta_heatmap(pd.DataFrame({"task": ["SST-2"], "manipulation": ["x"], "delta": [-1.0]})),
+        book_figures.compute_bars(pd.DataFrame({"experiment": ["token"], "task": ["SST-2"], "seconds": [60.0]})),
         figures.score_bars(pd.DataFrame(), title="nothing"),
     ]
     for fig in drawn:
