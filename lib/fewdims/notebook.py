@@ -66,7 +66,21 @@ class Page:
     def provenance(self) -> str:
         from .provenance import provenance
 
-        return provenance(self.parameters, self.runner)
+        return provenance(self.parameters, self.runner) + self.tasks_left_out()
+
+    def tasks_left_out(self) -> str:
+        """' This chapter leaves out RTE ...' where the chapter's section narrows the profile's tasks, else ''."""
+        if self.chapter in BOOK_PAGES:
+            return ""
+        from .chapters import open_chapter as build
+        from .tasks import get_task
+
+        left_out = build(self.chapter, self.profile, self.runner).left_out_tasks()
+        if not left_out:
+            return ""
+        names = ", ".join(get_task(t).display for t in left_out)
+        return (f" This chapter leaves out the profile's {names} (`{self.chapter}.tasks` in notebooks/params/"
+                f"{self.profile.name}.yml says why; `-p tasks ...` runs it).")
 
 
 def open_chapter(chapter: str, namespace: dict) -> Page:

@@ -34,6 +34,9 @@ RUN_KEYS = ("model", "train_split", "eval_splits", "train_size", "eval_size", "h
 META_KEYS = ("profile", "description", "glue_dir", "tasks", "seeds")
 SECTIONS = ("token", "dimension", "layer", "freezing", "cross_finetune", "cka", "outliers")
 BOOK_PAGES = ("summary", "setup", "glance")  # pages without a section of their own: top-level keys only
+# Sections whose optional `tasks` narrows the profile's tasks for that chapter (a budget choice: the evidence
+# profile runs the dimension and layer chapters on four tasks). cross_finetune's `tasks` names the pairs' tasks.
+NARROWING_SECTIONS = ("token", "dimension", "layer", "freezing", "cka", "outliers")
 
 
 @dataclass
@@ -138,8 +141,11 @@ def load_profile(profile: str = "cpu", chapter: str | None = None, **overrides) 
     for key in ("task", "tasks"):
         if isinstance(overrides.get(key), str):
             overrides[key] = [t.strip() for t in overrides[key].split(",") if t.strip()]
-    if "task" in overrides:  # one task: always the profile's task list (a chapter's own `tasks` stays as it is)
-        values["tasks"] = overrides.pop("task")
+    if "task" in overrides:  # one task: the profile's task list, and every chapter's that narrows it (not the pairs'
+        values["tasks"] = overrides.pop("task")  # tasks of cross_finetune, which keeps its own)
+        for name in NARROWING_SECTIONS:
+            if "tasks" in (values.get(name) or {}):
+                values[name]["tasks"] = list(values["tasks"])
     if isinstance(overrides.get("eval_splits"), str):
         overrides["eval_splits"] = [s.strip() for s in overrides["eval_splits"].split(",") if s.strip()]
     if isinstance(overrides.get("seeds"), int) and not isinstance(overrides.get("seeds"), bool):
@@ -164,6 +170,14 @@ def load_profile(profile: str = "cpu", chapter: str | None = None, **overrides) 
     values["tasks"] = [get_task(t).name for t in values.get("tasks", [])]
     if not values["tasks"]:
         raise FewdimsError(f"profile {profile!r} names no tasks")
+    for name in NARROWING_SECTIONS:
+        section_values = values.get(name) or {}
+        if "tasks" in section_values:
+            narrowed = section_values["tasks"]
+            if not isinstance(narrowed, list) or not narrowed:
+                raise FewdimsError(f"{name}.tasks must be a non-empty list of tasks (the profile's tasks this chapter "
+                                   f"runs), got {narrowed!r}; remove the key to run every task")
+            section_values["tasks"] = [get_task(t).name for t in narrowed]
     seeds = values.get("seeds")
     if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool)
                                                            for s in seeds):

@@ -77,6 +77,37 @@ def _values(records, get) -> str:
     return "; ".join(f"{k} ({n} runs)" for k, n in sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
+def compute_text(records: list[dict]) -> str:
+    """The runs' compute in words: their summed run time, and the machine time it took where runs ran side by side
+    with fewer threads than cores (core-seconds / cores: two one-thread runs at once on two cores take half their
+    summed time)."""
+    summed = core = machine = 0.0
+    for r in records:
+        seconds = (r.get("timings") or {}).get("total_s") or 0.0
+        threads = (r.get("timings") or {}).get("threads") or 1
+        cores = (r.get("environment") or {}).get("cpu_count") or threads
+        summed, core = summed + seconds, core + seconds * threads
+        machine += seconds * min(threads, cores) / cores
+    text = f"{summed / 3600:.2f} hours of training and evaluation (sum over the stored runs)"
+    if records and abs(machine - summed) > 1.0:
+        text += f"; {core / 3600:.2f} core-hours, {machine / 3600:.2f} hours of the machine's time (all its cores)"
+    return text
+
+
+def _narrowed(profile) -> str:
+    """'; dimension, layer chapters: CoLA, SST-2, ...' for the chapters whose section narrows the tasks."""
+    from .profiles import NARROWING_SECTIONS
+
+    by_tasks: dict = {}
+    for name in NARROWING_SECTIONS:
+        kept = profile.section(name).get("tasks")
+        if kept is not None and [t for t in profile.tasks if t in kept] != profile.tasks:
+            by_tasks.setdefault(tuple(t for t in profile.tasks if t in kept), []).append(name)
+    return "".join(f"; {', '.join(names)} chapter{'s' if len(names) > 1 else ''}: "
+                   f"{', '.join(get_task(t).display for t in kept) or 'none'} (the profile's choice)"
+                   for kept, names in by_tasks.items())
+
+
 def setup_tables(profile, records: dict, runner=None) -> dict[str, pd.DataFrame]:
     """The setup chapter's tables: 'profile', 'hardware', 'versions' (two columns: item, value)."""
     from .store import git_commit
@@ -87,7 +118,7 @@ def setup_tables(profile, records: dict, runner=None) -> dict[str, pd.DataFrame]
     prof = [
         ("profile", f"{profile.name}: {v.get('description', '')}"),
         ("backbone", f"{v['model']} ({_values(records, lambda r: r['extra']['model_source'])})"),
-        ("tasks", ", ".join(get_task(t).display for t in profile.tasks)),
+        ("tasks", ", ".join(get_task(t).display for t in profile.tasks) + _narrowed(profile)),
         ("seeds", ", ".join(map(str, profile.seeds)) + " (headline cells use every seed, the rest the first)"),
         ("train subset", per_task_text(v.get("train_size"), lambda n: "whole training split" if n in (None, ALL_ROWS)
                                        else f"{n:,} examples") + f" (data seed {v.get('data_seed', 0)})"
@@ -98,8 +129,7 @@ def setup_tables(profile, records: dict, runner=None) -> dict[str, pd.DataFrame]
                    f"{v['warmup_ratio']:g}, weight decay {v['weight_decay']:g}, dropout {v['dropout']:g}, "
                    f"max length {v['max_length']}, precision {v['precision']}"),
         ("runs", f"{len(stored)} stored runs used by the book" + (f", {missing} not stored" if missing else "")),
-        ("compute", f"{sum(e['record'].get('timings', {}).get('total_s', 0.0) or 0.0 for e in stored) / 3600:.2f} "
-                    "hours of training and evaluation (sum over the stored runs)"),
+        ("compute", compute_text([e["record"] for e in stored])),
     ]
     hardware = [
         ("processor", _values(records, lambda r: r["environment"]["processor"] or r["environment"]["machine"])),

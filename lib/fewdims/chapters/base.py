@@ -13,6 +13,7 @@ import numpy as np
 from ..analysis import layer_analysis, masking_analysis, pair_scan_analysis
 from ..outlier_analysis import outlier_analysis
 from ..config import RunConfig
+from ..errors import FewdimsError
 from ..models import model_shape
 from ..profiles import Profile
 from ..runner import Runner
@@ -46,6 +47,25 @@ class Chapter:
     @property
     def section(self) -> dict:
         return self.profile.section(self.name)
+
+    @property
+    def tasks(self) -> list[str]:
+        """The profile's tasks this chapter runs: every one, or those its section's `tasks` keeps (profiles.
+        NARROWING_SECTIONS). None kept is an error naming both lists, never an empty chapter."""
+        from ..profiles import NARROWING_SECTIONS
+
+        if self.name not in NARROWING_SECTIONS or "tasks" not in self.section:
+            return self.profile.tasks
+        kept = [t for t in self.profile.tasks if t in self.section["tasks"]]
+        if not kept:
+            raise FewdimsError(f"the {self.name} chapter runs none of the profile's tasks "
+                               f"({', '.join(self.profile.tasks)}): {self.name}.tasks is {', '.join(self.section['tasks'])}; pass -p tasks "
+                               f"{','.join(self.profile.tasks)} to this chapter's notebook to run them")
+        return kept
+
+    def left_out_tasks(self) -> list[str]:
+        """The profile's tasks this chapter leaves out by its section's `tasks` (said on the chapter's page)."""
+        return [t for t in self.profile.tasks if t not in self.tasks]
 
     def setting(self, key: str):
         """The chapter's own value of `key` if its section has one, else the profile's top-level value."""

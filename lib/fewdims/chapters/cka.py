@@ -34,7 +34,7 @@ class CkaChapter(Chapter):
         """{task display: {'layers': the stored analysis, 'score', 'metric', 'key', 'width'}} for every stored
         reference ('width': the backbone's hidden size, for the noise floor of records that did not store it)."""
         out = {}
-        for task in self.profile.tasks:
+        for task in self.tasks:
             rec = self.baseline(task)
             if rec.get("missing"):
                 continue

@@ -47,7 +47,7 @@ class DimensionChapter(Chapter):
         sec = self.section
         runs, masking, scans = [], [], []
         defer = getattr(self.runner, "defer_dependents", False)  # a planning pass: rank only real records
-        for task in self.profile.tasks:
+        for task in self.tasks:
             base_rec = self.baseline(task)
             waiting = defer and bool(sec["scan"] and base_rec.get("planned"))  # the scan's pairs come with it
             runs += self.baseline_rows(task, role="all dims")

@@ -23,7 +23,7 @@ class FreezingChapter(Chapter):
 
     def compute(self) -> pd.DataFrame:
         rows = []
-        for task in self.profile.tasks:
+        for task in self.tasks:
             rows += [{**r, "variant": FINE_TUNED} for r in self.baseline_rows(task)]
             for head, variant in (("mlp", FROZEN_MLP), ("linear", FROZEN_PROBE)):
                 for seed in self.profile.seeds:

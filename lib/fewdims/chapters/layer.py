@@ -34,7 +34,7 @@ class LayerChapter(Chapter):
         k = sec["k"]
         sets = random_dim_sets(k, sec["dim_sets"], self.hidden)
         rows = []
-        for task in self.profile.tasks:
+        for task in self.tasks:
             for seed in self.profile.seeds[:sec["n_seeds"]]:
                 for layer in range(self.n_layers + 1):
                     at = None if layer == self.n_layers else layer  # the top layer is the untruncated model

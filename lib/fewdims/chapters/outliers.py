@@ -73,7 +73,7 @@ class OutliersChapter(Chapter):
         from . import open_chapter
 
         sec, entries, k1, missing = self.section, {}, [], []
-        for task in self.profile.tasks:
+        for task in self.tasks:
             spec = get_task(task)
             rec = self.baseline(task)
             stored = (rec.get("extra") or {}).get("outliers")

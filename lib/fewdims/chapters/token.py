@@ -20,7 +20,7 @@ class TokenChapter(Chapter):
     def compute(self) -> pd.DataFrame:
         sec = self.section
         rows = []
-        for task in self.profile.tasks:
+        for task in self.tasks:
             for pooling in sec["poolings"]:
                 seeds = self.profile.seeds if pooling in sec["headline_poolings"] else self.profile.seeds[:1]
                 for seed in seeds:
