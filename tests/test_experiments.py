@@ -32,6 +32,22 @@ def test_profiles_exist_and_validate():
     assert load_profile("paper").tasks == ["cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte"]
 
 
+def test_layer_sets_may_each_train_with_their_own_seed(smoke_env):
+    profile = load_profile("smoke", chapter="layer", task="sst2", seeds=3, dim_sets=3)
+    sets = random_dim_sets(profile.section("layer")["k"], 3, Chapter(profile).hidden)
+
+    def planned_seeds():
+        runner = Runner(profile, dry_run=True)
+        open_chapter("layer", profile, runner).results()
+        return {(c.layer, c.dims): c.seed for c in runner.planned if c.dims is not None}
+
+    assert set(planned_seeds().values()) == {0}  # default: every set on the first seed
+    profile.values["layer"]["seed_per_set"] = True
+    seeds = planned_seeds()
+    assert {seeds[(layer, d)] for layer in (0, 1) for d in sets[:1]} == {0}
+    assert [seeds[(1, d)] for d in sets] == [0, 1, 2]  # set i with seed i, at every layer
+
+
 def test_profile_overrides():
     p = load_profile("cpu", chapter="dimension", task="RTE", k=3, seeds=5, random_subsets=4)
     assert p.tasks == ["rte"] and p.seeds == [0, 1, 2, 3, 4]

@@ -28,18 +28,21 @@ class LayerChapter(Chapter):
     def compute(self) -> pd.DataFrame:
         """Per task, layer (0 = embeddings .. L) and seed: `dim_sets` random k-dim sets (the dimension grid's
         first ones, so the top layer's runs are shared with it) and all dimensions; the top layer's all-dims run is
-        the reference itself. Layer 0's [CLS] vector is the same for every input: it can show only the majority
-        baseline, never what the embeddings hold."""
+        the reference itself. With `seed_per_set`, set i trains with the profile's seed i (cycling), so a layer's
+        runs vary the training seed as well as the dimensions at no extra cost. Layer 0's [CLS] vector is the same
+        for every input: it can show only the majority baseline, never what the embeddings hold."""
         sec = self.section
         k = sec["k"]
         sets = random_dim_sets(k, sec["dim_sets"], self.hidden)
+        seeds = self.profile.seeds
         rows = []
         for task in self.tasks:
-            for seed in self.profile.seeds[:sec["n_seeds"]]:
+            for s, seed in enumerate(seeds[:sec["n_seeds"]]):
                 for layer in range(self.n_layers + 1):
                     at = None if layer == self.n_layers else layer  # the top layer is the untruncated model
                     for i, d in enumerate(sets):
-                        rec = self.runner.run(self.base(task, layer=at, dims=d, seed=seed))
+                        set_seed = seeds[(s + i) % len(seeds)] if sec.get("seed_per_set") else seed
+                        rec = self.runner.run(self.base(task, layer=at, dims=d, seed=set_seed))
                         rows.append(row(rec, variant=k_variant(k), layer_index=layer, subset=i))
                     rec = self.baseline(task, seed) if at is None else self.runner.run(self.base(task, layer=at,
                                                                                                  seed=seed))
