@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Compute a profile's grid headline-first, in stages, so that a partial grid already gives every chapter its main
 comparison: the first seed of the token, freezing and CKA chapters, the cross-fine-tuning pairs and the outliers
-analyses (cheap: cached reference weights), then the dimension chapter, more seeds of the headline cells, then the
-layer chapter. Resumable like `python -m fewdims grid`
+analyses (cheap: cached reference weights), then the dimension and layer chapters (the layer chapter's sets each
+train with their own seed, so it needs three), then more seeds of the headline cells. Resumable like `python -m fewdims grid`
 (finished runs are reused), so it can be stopped and started again over several sittings.
 
     python scripts/grid_in_stages.py --profile evidence [--stages token:1,freezing:1,...] [--dry-run]
@@ -16,12 +16,17 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 
 # (chapter, how many of the profile's seeds): the headline cells with one seed first, all seeds last
-DEFAULT_STAGES = ("token:1,freezing:1,cka:1,cross_finetune:1,outliers:1,dimension:1,token:3,freezing:3,token:5,"
-                  "freezing:5,dimension:5,layer:1")
+DEFAULT_STAGES = ("token:1,freezing:1,cka:1,cross_finetune:1,outliers:1,dimension:1,layer:3,token:3,freezing:3,"
+                  "token:5,freezing:5,dimension:5,cross_finetune:3,cross_finetune:5")
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def main(argv=None) -> int:
@@ -39,6 +44,10 @@ def main(argv=None) -> int:
     ap.add_argument("--cpus-per-run", type=int, default=None, help="with --ray: threads per run (default: the "
                                                                    "cluster's choice, 1 for small models)")
     args = ap.parse_args(argv)
+    # Stop cleanly on SIGTERM, and on SIGINT even in the background (a shell starts background jobs with SIGINT
+    # ignored): both end the grid like Ctrl-C, with complete records only.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
     if (args.workers or args.cpus_per_run) and not args.ray:
         ap.error("--workers and --cpus-per-run go with --ray")
     t0 = time.perf_counter()

@@ -48,6 +48,21 @@ def test_layer_sets_may_each_train_with_their_own_seed(smoke_env):
     assert [seeds[(1, d)] for d in sets] == [0, 1, 2]  # set i with seed i, at every layer
 
 
+def test_cross_finetuning_pairs_run_seed_by_seed(smoke_env):
+    profile = load_profile("smoke", chapter="cross_finetune", seeds=3)
+    profile.values["cross_finetune"]["n_seeds"] = 2
+    runner = Runner(profile, dry_run=True)
+    open_chapter("cross_finetune", profile, runner).results()
+    stage_b = [c for c in runner.planned if c.init_from is not None]
+    pairs = open_chapter("cross_finetune", profile).pairs()
+    assert sorted((c.task, c.seed) for c in stage_b) == sorted((b, s) for _, b in pairs for s in (0, 1))
+    assert all(c.init_from["seed"] == c.seed for c in stage_b)  # stage A at the same seed
+    # the references stage B starts from keep their weights; at seed 2 (not a cross seed) the reference does not
+    Chapter(profile, runner).baseline(pairs[0][0], 2)
+    refs = {(c.task, c.seed): c.save_weights for c in runner.planned if c.init_from is None and c.dims is None}
+    assert refs[(pairs[0][0], 1)] and refs[(pairs[0][0], 2)] is False
+
+
 def test_profile_overrides():
     p = load_profile("cpu", chapter="dimension", task="RTE", k=3, seeds=5, random_subsets=4)
     assert p.tasks == ["rte"] and p.seeds == [0, 1, 2, 3, 4]

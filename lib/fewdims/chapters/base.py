@@ -18,6 +18,7 @@ from ..models import model_shape
 from ..profiles import Profile
 from ..runner import Runner
 from ..tables import row
+from ..tasks import get_task
 
 ALL_DIMS = "CLS, all dims"  # the reference's label in the chapters' frames
 
@@ -110,7 +111,11 @@ class Chapter:
         seed = self.profile.seeds[0] if seed is None else seed
         if seed == self.profile.seeds[0]:
             return self.runner.run(self.base(task, seed=seed, save_weights=True), self.baseline_analyses())
-        return self.runner.run(self.base(task, seed=seed))
+        # Cross-fine-tuning starts stage B from these weights on its first n_seeds seeds: keep them (local cache)
+        cross = self.profile.section("cross_finetune")
+        keep = (task in {get_task(t).name for t in cross.get("tasks", ())}
+                and seed in self.profile.seeds[:cross.get("n_seeds", 1)])
+        return self.runner.run(self.base(task, seed=seed, save_weights=keep))
 
     def baseline_rows(self, task: str, **fields) -> list[dict]:
         return [row(self.baseline(task, s), variant=ALL_DIMS, **fields) for s in self.profile.seeds]

@@ -37,9 +37,21 @@ class CrossFinetuneChapter(Chapter):
         return pairs
 
     def compute(self) -> pd.DataFrame:
-        seed = self.profile.seeds[0]
+        """Every pair on the section's first `n_seeds` seeds of the profile (1 if unset): stage A is the reference
+        run of A at that seed (its weights kept, Chapter.baseline), stage B starts from it with the same seed, and
+        'B directly' is B's reference at that seed, so each comparison pairs runs seed by seed."""
         pairs = self.pairs()
-        stage_a = {a: (self.base(a, seed=seed, save_weights=True), self.baseline(a))
+        rows = []
+        for seed in self.profile.seeds[:self.section.get("n_seeds", 1)]:
+            rows += self._pair_rows(pairs, seed)
+        df = frame(rows)
+        if len(df):
+            df["relative_b"] = df["score"] / df["direct_b"]
+            df["retention_a"] = df["a_after"] / df["a_before"]
+        return df
+
+    def _pair_rows(self, pairs: list[tuple[str, str]], seed: int) -> list[dict]:
+        stage_a = {a: (self.base(a, seed=seed, save_weights=True), self.baseline(a, seed))
                    for a in dict.fromkeys(t for pair in pairs for t in pair)}
         rows = []
         for a, b in pairs:
@@ -57,11 +69,7 @@ class CrossFinetuneChapter(Chapter):
                          "direct_b": score(stage_a[b][1]), "a_before": score(rec_a),
                          "a_after": 100.0 * ret_metrics.get(a_main, math.nan),
                          **stage_columns(rec_a, stage_a[b][1], retention)})
-        df = frame(rows)
-        if len(df):
-            df["relative_b"] = df["score"] / df["direct_b"]
-            df["retention_a"] = df["a_after"] / df["a_before"]
-        return df
+        return rows
 
     def _ensure_weights(self, config) -> None:
         """Stage-A weights live in a local cache that is never committed: recompute the run if they are gone."""
@@ -242,6 +250,8 @@ def cross_table(frame: pd.DataFrame) -> pd.DataFrame:
             "a_before": "A before B", "a_after": "A after B (A's head)", "retention_norm": "A retained"}
     if frame is None or len(frame) == 0 or "task_a" not in frame:
         return pd.DataFrame(columns=list(cols.values()))
+    if "seed" in frame and frame["seed"].nunique() > 1:  # one row per pair and seed
+        cols = {"task_a": "A", "task_b": "B", "seed": "seed", **cols}
     frame = with_retention(frame)
     out = frame[[c for c in cols if c in frame]].rename(columns=cols).copy()
     for c in ("B after A", "B directly", "A before B", "A after B (A's head)"):
