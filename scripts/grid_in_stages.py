@@ -55,6 +55,7 @@ def main(argv=None) -> int:
         stages = [(name, int(n)) for name, n in (s.split(":") for s in args.stages.split(","))]
     except ValueError:
         ap.error(f"--stages must look like token:1,dimension:5, got {args.stages!r}")
+    planned: dict = {}  # dry run: every stage's missing runs, once each (stages share runs, e.g. references)
     try:
         for name, n_seeds in stages:
             profile = load_profile(args.profile, seeds=n_seeds)
@@ -71,10 +72,10 @@ def main(argv=None) -> int:
                 runner = Runner(profile, dry_run=args.dry_run, verbose=True, threads=args.cpus_per_run)
                 open_chapter(name, profile, runner).results()
                 summary = runner.summary()
+                planned.update({c.key(): runner.estimate(c) for c in runner.planned})
                 if args.dry_run and args.ray:  # runs side by side: the stage's wall time
-                    workers = args.workers or max(1, (os.cpu_count() or 1) // (args.cpus_per_run or 1))
                     estimate = sum(runner.estimate(c) for c in runner.planned)
-                    summary += f"; {workers} at a time: ~{estimate / workers / 3600:.2f} h of wall time"
+                    summary += f"; {_workers(args)} at a time: ~{estimate / _workers(args) / 3600:.2f} h of wall time"
             print(f"[stage {name}:{n_seeds}] {summary} ({(time.perf_counter() - started) / 60:.1f} min)", flush=True)
     except FewdimsError as err:
         print(f"grid_in_stages: error: {err}", file=sys.stderr)
@@ -83,8 +84,25 @@ def main(argv=None) -> int:
         print("grid_in_stages: interrupted; only complete records were written: run it again to go on",
               file=sys.stderr)
         return 130
+    if args.dry_run:
+        print(budget_line(args.profile, planned, _workers(args) if args.ray else 1), flush=True)
     print(f"grid_in_stages {args.profile}: done in {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
     return 0
+
+
+def _workers(args) -> int:
+    return args.workers or max(1, (os.cpu_count() or 1) // (args.cpus_per_run or 1))
+
+
+def budget_line(profile: str, planned: dict, workers: int) -> str:
+    """The whole grid's compute: what the stored records took (fewdims.provenance.compute_text) and the estimate of
+    every stage's missing runs, counted once, at `workers` runs at a time."""
+    from fewdims.provenance import compute_text
+    from fewdims.store import ResultStore
+
+    left = sum(planned.values())
+    return (f"[all stages] stored: {compute_text(ResultStore(profile).records())}; left: {len(planned)} runs, "
+            f"~{left / 3600:.2f} h of run time, {workers} at a time ~{left / workers / 3600:.2f} h of wall time")
 
 
 if __name__ == "__main__":
