@@ -5,7 +5,7 @@ analyses (cheap: cached reference weights), then the dimension and layer chapter
 train with their own seed, so it needs three), then more seeds of the headline cells. Resumable like `python -m fewdims grid`
 (finished runs are reused), so it can be stopped and started again over several sittings.
 
-    python scripts/grid_in_stages.py --profile evidence [--stages token:1,freezing:1,...] [--dry-run]
+    python scripts/grid_in_stages.py --profile cpu [--stages token:1,freezing:1,...] [--dry-run]
                                      [--ray [--workers 2 --cpus-per-run 1]]
 
 --ray computes each stage on a local Ray cluster (fewdims.cluster.run_grid): several runs at once, each with
@@ -36,7 +36,7 @@ def main(argv=None) -> int:
     from fewdims.runner import Runner
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--profile", default="evidence")
+    ap.add_argument("--profile", default="cpu")
     ap.add_argument("--stages", default=DEFAULT_STAGES, help="chapter:seeds,... (default: %(default)s)")
     ap.add_argument("--dry-run", action="store_true", help="list each stage's missing runs and their estimate")
     ap.add_argument("--ray", action="store_true", help="compute each stage on a local Ray cluster")

@@ -60,22 +60,22 @@ def test_a_chapter_section_may_narrow_the_tasks_and_says_so(isolated):
     from fewdims.chapters import open_chapter as chapter
     from fewdims.provenance import compute_text, setup_tables
 
-    evidence = load_profile("evidence")
-    assert chapter("dimension", evidence).tasks == ["cola", "sst2", "mrpc", "stsb"]
-    assert chapter("layer", evidence).left_out_tasks() == ["rte"]
-    assert chapter("token", evidence).tasks == evidence.tasks  # no `tasks` in its section: every task
-    assert "dimension, layer chapters: CoLA, SST-2, MRPC, STS-B" in setup_tables(evidence, {})["profile"].loc["tasks",
+    edition = load_profile("cpu")
+    assert chapter("dimension", edition).tasks == ["cola", "sst2", "mrpc", "stsb"]
+    assert chapter("layer", edition).left_out_tasks() == ["rte"]
+    assert chapter("token", edition).tasks == edition.tasks  # no `tasks` in its section: every task
+    assert "dimension, layer chapters: CoLA, SST-2, MRPC, STS-B" in setup_tables(edition, {})["profile"].loc["tasks",
                                                                                                           "value"]
     # one task (notebook or grid): every narrowing chapter runs it; the notebook's `tasks` sets its chapter's
-    assert chapter("dimension", load_profile("evidence", chapter="dimension", task="rte")).tasks == ["rte"]
-    assert chapter("layer", load_profile("evidence", chapter="layer", tasks="rte,cola")).tasks == ["cola", "rte"]
-    page = open_chapter("dimension", {"profile": "evidence", "compute": False})
+    assert chapter("dimension", load_profile("cpu", chapter="dimension", task="rte")).tasks == ["rte"]
+    assert chapter("layer", load_profile("cpu", chapter="layer", tasks="rte,cola")).tasks == ["cola", "rte"]
+    page = open_chapter("dimension", {"profile": "cpu", "compute": False})
     assert "leaves out the profile's RTE" in page.tasks_left_out()
     # nothing kept, or an empty list: an error that names both lists and the fix, never an empty chapter
     with pytest.raises(FewdimsError, match="runs none of the profile's tasks .rte.*-p tasks rte"):
-        chapter("dimension", load_profile("evidence", tasks="rte")).tasks
+        chapter("dimension", load_profile("cpu", tasks="rte")).tasks
     with pytest.raises(FewdimsError, match="dimension.tasks must be a non-empty list"):
-        load_profile("evidence", chapter="dimension", tasks=[])
+        load_profile("cpu", chapter="dimension", tasks=[])
     # compute in words: two one-thread runs side by side on two cores take half their summed time
     runs = [{"timings": {"total_s": 3600.0, "threads": 1}, "environment": {"cpu_count": 2}}] * 2
     assert compute_text(runs).startswith("2.00 hours") and "1.00 hours of the machine's time" in compute_text(runs)
