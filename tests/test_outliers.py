@@ -290,3 +290,16 @@ def test_the_sts_probe_runs_on_the_stsb_reference(smoke):
     assert probe["drop"]["low"] <= probe["drop"]["estimate"] <= probe["drop"]["high"]
     assert record["extra"]["outliers"]["rudman"]["cls"]["rule"]["kind"] == "linear"
     assert not math.isnan(record["extra"]["outliers"]["rudman"]["cls"]["score"]["estimate"])
+
+
+def test_heldout_note_words_a_per_task_training_size():
+    import pandas as pd
+    from fewdims.chapters.outliers import OutlierResults
+
+    entries = {task: {"outliers": {"heldout": {"rows": 400, "of": of, "overlaps_training": False}}}
+               for task, of in (("SST-2", 67_349), ("RTE", 2_490))}
+    result = OutlierResults(entries, pd.DataFrame(), {}, 384, {"train_size": {"sst2": 8000, "default": "all"}})
+    note = ocl.heldout_note(result)
+    assert "SST-2 400 of 67,349; RTE 400 of 2,490 rows" in note
+    assert ("On every task none of its rows is among the rows the reference was trained on (SST-2: 8,000 rows; "
+            "other tasks: the whole split but its held-out rows;") in note

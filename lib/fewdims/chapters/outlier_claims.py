@@ -241,9 +241,11 @@ def heldout_note(results: OutlierResults) -> str:
     if overlapping:
         text += (f"On {', '.join(overlapping)} the training subset is the whole split, so the slice overlaps the "
                  "rows the model was trained on. ")
-    if len(overlapping) < len(parts):
-        text += (f"Elsewhere none of its rows is among the {size:,} rows the reference was trained on "
-                 "(`SplitData.subset(train_size, data_seed)`). " if size else "")
+    if len(overlapping) < len(parts) and size:
+        trained = per_task_text(size, lambda n: "the whole split but its held-out rows" if n in (None, ALL_ROWS)
+                                else f"{n:,} rows")
+        text += (f"{'Elsewhere' if overlapping else 'On every task'} none of its rows is among the rows the reference "
+                 f"was trained on ({trained}; `SplitData.subset(train_size, data_seed)`). ")
     return text + "Dev scores are on each task's whole dev split (MNLI: matched)."
 
 
