@@ -110,3 +110,4 @@ def _set_up_display() -> None:
     warnings.filterwarnings("ignore")
     use_style()
     pd.set_option("display.max_colwidth", None)
+    pd.set_option("display.max_rows", 1000)  # a book table shows every row (pandas elides beyond 60 by default)
