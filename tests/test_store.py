@@ -218,3 +218,16 @@ def test_equivalent_spellings_share_one_record(store):
 
 def test_default_eval_splits_spelled_out_share_one_record():
     assert tiny_config(eval_splits=None).key() == tiny_config(eval_splits=("validation",)).key()
+
+
+def test_a_rerun_uses_the_records_thread_count_and_restores_it():
+    import torch
+
+    from fewdims.reproduce import threads_like
+
+    before = torch.get_num_threads()
+    with threads_like({"timings": {"threads": 1}}):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with threads_like({"timings": {}}):  # older records without it: the process's own count
+        assert torch.get_num_threads() == before

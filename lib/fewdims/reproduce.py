@@ -6,6 +6,7 @@ stored metric, that still counts as reproduced (RTE's dev set has 277 examples: 
 """
 from __future__ import annotations
 
+import contextlib
 import random
 
 from .config import RunConfig
@@ -14,6 +15,21 @@ from .store import ResultStore
 
 TOLERANCE = 2.0        # points (metric x 100)
 MAX_RUN_SECONDS = 150  # draw among runs that took at most this long when stored, to keep CI short
+
+
+@contextlib.contextmanager
+def threads_like(record: dict):
+    """Re-run with the thread count the record was computed with (a matmul's reduction order depends on it, and a
+    fine-tune amplifies the last bits): the same kind of machine then gives the same numbers."""
+    import torch
+
+    before, wanted = torch.get_num_threads(), (record.get("timings") or {}).get("threads")
+    if wanted:
+        torch.set_num_threads(int(wanted))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def reproduce(profile: str = "cpu", runs: int = 2, seed: int | None = None, tolerance: float | None = None,
@@ -33,7 +49,8 @@ def reproduce(profile: str = "cpu", runs: int = 2, seed: int | None = None, tole
     ok = True
     for record in chosen:
         config = RunConfig.from_dict(record["config"])
-        result = train(config, prof.source)
+        with threads_like(record):
+            result = train(config, prof.source)
         for split, stored in record["metrics"].items():
             for name, value in stored.items():
                 new = result.metrics[split][name]
