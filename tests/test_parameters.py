@@ -83,6 +83,15 @@ def test_a_chapter_section_may_narrow_the_tasks_and_says_so(isolated):
                                               "environment": {"cpu_count": 2}}])
 
 
+def test_verdict_pages_warn_when_their_grid_is_incomplete(isolated):
+    page = open_chapter("summary", {"profile": "smoke", "compute": False})  # nothing stored in this results dir
+    note = page.incomplete_note()
+    assert note.startswith("**This page reads an incomplete grid**: 0 runs are stored and at least")
+    assert f"at least {len(page.runner.missing)} are not computed yet" in note and page.runner.missing
+    page.runner.missing.clear()  # every run stored: no warning
+    assert page.incomplete_note() == ""
+
+
 def test_precedence_explicit_over_environment_over_profile_file(isolated, monkeypatch):
     other = write_tiny_glue(isolated / "env-glue")
     explicit = write_tiny_glue(isolated / "explicit-glue")

@@ -68,6 +68,25 @@ class Page:
 
         return provenance(self.parameters, self.runner) + self.tasks_left_out()
 
+    def incomplete_note(self) -> str:
+        """A warning for the top of a verdict page whose grid is not all stored (compute=False before the grid is
+        complete), else ''."""
+        _ = self.results  # asks the runner for every record the page reads
+        missing = self.runner.missing
+        if not missing:
+            return ""
+        return (f"**This page reads an incomplete grid**: {self.runner.reused} runs are stored and at least "
+                f"{len(missing)} are not computed yet (runs chosen from other runs' results are counted once those "
+                "exist). A claim whose runs are missing says *not tested*; a verdict that rests on fewer seeds or "
+                "tasks than the profile asks for may change as the rest lands. The provenance line at the end lists "
+                "the first missing runs.")
+
+    def warn_if_incomplete(self) -> None:
+        if self.incomplete_note():
+            from IPython.display import Markdown, display
+
+            display(Markdown(self.incomplete_note()))
+
     def tasks_left_out(self) -> str:
         """' This chapter leaves out RTE ...' where the chapter's section narrows the profile's tasks, else ''."""
         if self.chapter in BOOK_PAGES:
