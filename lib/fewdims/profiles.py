@@ -34,8 +34,8 @@ RUN_KEYS = ("model", "train_split", "eval_splits", "train_size", "eval_size", "h
 META_KEYS = ("profile", "description", "glue_dir", "tasks", "seeds")
 SECTIONS = ("token", "dimension", "layer", "freezing", "cross_finetune", "cka", "outliers")
 BOOK_PAGES = ("summary", "setup", "glance")  # pages without a section of their own: top-level keys only
-# Sections whose optional `tasks` narrows the profile's tasks for that chapter (a budget choice: the evidence
-# profile runs the dimension and layer chapters on four tasks). cross_finetune's `tasks` names the pairs' tasks.
+# Sections whose optional `tasks` narrows the profile's tasks for that chapter (a budget choice: the cpu profile
+# runs the dimension and layer chapters on four tasks). cross_finetune's `tasks` names the pairs' tasks.
 NARROWING_SECTIONS = ("token", "dimension", "layer", "freezing", "cka", "outliers")
 
 

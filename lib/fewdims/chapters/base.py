@@ -60,8 +60,9 @@ class Chapter:
         kept = [t for t in self.profile.tasks if t in self.section["tasks"]]
         if not kept:
             raise FewdimsError(f"the {self.name} chapter runs none of the profile's tasks "
-                               f"({', '.join(self.profile.tasks)}): {self.name}.tasks is {', '.join(self.section['tasks'])}; pass -p tasks "
-                               f"{','.join(self.profile.tasks)} to this chapter's notebook to run them")
+                               f"({', '.join(self.profile.tasks)}): {self.name}.tasks is "
+                               f"{', '.join(self.section['tasks'])}; pass -p tasks {','.join(self.profile.tasks)} "
+                               "to this chapter's notebook to run them")
         return kept
 
     def left_out_tasks(self) -> list[str]:
