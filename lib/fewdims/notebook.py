@@ -82,19 +82,20 @@ class Page:
                 "the first missing runs.")
 
     def warn_if_incomplete(self) -> None:
-        if self.incomplete_note():
+        note = self.incomplete_note()
+        if note:
             from IPython.display import Markdown, display
 
-            display(Markdown(self.incomplete_note()))
+            display(Markdown(note))
 
     def tasks_left_out(self) -> str:
         """' This chapter leaves out RTE ...' where the chapter's section narrows the profile's tasks, else ''."""
         if self.chapter in BOOK_PAGES:
             return ""
-        from .chapters import open_chapter as build
         from .tasks import get_task
 
-        left_out = build(self.chapter, self.profile, self.runner).left_out_tasks()
+        kept = self.profile.chapter_tasks(self.chapter)
+        left_out = [t for t in self.profile.tasks if t not in kept]
         if not left_out:
             return ""
         names = ", ".join(get_task(t).display for t in left_out)

@@ -55,6 +55,19 @@ class Profile:
     def tasks(self) -> list[str]:
         return list(self.values["tasks"])
 
+    def chapter_tasks(self, chapter: str) -> list[str]:
+        """The profile's tasks `chapter` runs: every one, or those its section's `tasks` keeps (NARROWING_SECTIONS),
+        in the profile's order; none kept is an error naming both lists, never an empty chapter."""
+        kept = (self.section(chapter) or {}).get("tasks") if chapter in NARROWING_SECTIONS else None
+        if kept is None:
+            return self.tasks
+        tasks = [t for t in self.tasks if t in kept]
+        if not tasks:
+            raise FewdimsError(f"the {chapter} chapter runs none of the profile's tasks ({', '.join(self.tasks)}): "
+                               f"{chapter}.tasks is {', '.join(kept)}; pass -p tasks {','.join(self.tasks)} to this "
+                               "chapter's notebook to run them")
+        return tasks
+
     @property
     def seeds(self) -> list[int]:
         return list(self.values["seeds"])

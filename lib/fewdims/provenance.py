@@ -10,6 +10,7 @@ import pandas as pd
 
 from .chapters import EXPERIMENTS
 from .chapters.summary import collect
+from .errors import FewdimsError
 from .profiles import ALL_ROWS, per_task_text
 from .tasks import get_task
 
@@ -100,9 +101,12 @@ def _narrowed(profile) -> str:
 
     by_tasks: dict = {}
     for name in NARROWING_SECTIONS:
-        kept = profile.section(name).get("tasks")
-        if kept is not None and [t for t in profile.tasks if t in kept] != profile.tasks:
-            by_tasks.setdefault(tuple(t for t in profile.tasks if t in kept), []).append(name)
+        try:
+            kept = profile.chapter_tasks(name)
+        except FewdimsError:  # the chapter keeps none of the profile's tasks (its page says so)
+            kept = []
+        if kept != profile.tasks:
+            by_tasks.setdefault(tuple(kept), []).append(name)
     return "".join(f"; {', '.join(names)} chapter{'s' if len(names) > 1 else ''}: "
                    f"{', '.join(get_task(t).display for t in kept) or 'none'} (the profile's choice)"
                    for kept, names in by_tasks.items())

@@ -13,7 +13,6 @@ import numpy as np
 from ..analysis import layer_analysis, masking_analysis, pair_scan_analysis
 from ..outlier_analysis import outlier_analysis
 from ..config import RunConfig
-from ..errors import FewdimsError
 from ..models import model_shape
 from ..profiles import Profile
 from ..runner import Runner
@@ -51,19 +50,8 @@ class Chapter:
 
     @property
     def tasks(self) -> list[str]:
-        """The profile's tasks this chapter runs: every one, or those its section's `tasks` keeps (profiles.
-        NARROWING_SECTIONS). None kept is an error naming both lists, never an empty chapter."""
-        from ..profiles import NARROWING_SECTIONS
-
-        if self.name not in NARROWING_SECTIONS or "tasks" not in self.section:
-            return self.profile.tasks
-        kept = [t for t in self.profile.tasks if t in self.section["tasks"]]
-        if not kept:
-            raise FewdimsError(f"the {self.name} chapter runs none of the profile's tasks "
-                               f"({', '.join(self.profile.tasks)}): {self.name}.tasks is "
-                               f"{', '.join(self.section['tasks'])}; pass -p tasks {','.join(self.profile.tasks)} "
-                               "to this chapter's notebook to run them")
-        return kept
+        """The profile's tasks this chapter runs (Profile.chapter_tasks: its section's `tasks` may narrow them)."""
+        return self.profile.chapter_tasks(self.name)
 
     def left_out_tasks(self) -> list[str]:
         """The profile's tasks this chapter leaves out by its section's `tasks` (said on the chapter's page)."""
