@@ -48,6 +48,20 @@ def test_layer_sets_may_each_train_with_their_own_seed(smoke_env):
     assert [seeds[(1, d)] for d in sets] == [0, 1, 2]  # set i with seed i, at every layer
 
 
+def test_layer_all_dims_rows_below_the_top_layer_are_optional(smoke_env):
+    profile = load_profile("smoke", chapter="layer", task="sst2")
+
+    def all_dims_layers():
+        runner = Runner(profile, dry_run=True)
+        open_chapter("layer", profile, runner).results()
+        return sorted(c.layer for c in runner.planned if c.dims is None and c.layer is not None)
+
+    n_layers = Chapter(profile).n_layers
+    assert all_dims_layers() == list(range(n_layers))  # default: every truncated layer (the top is the reference)
+    profile.values["layer"]["all_dims_per_layer"] = False
+    assert all_dims_layers() == []
+
+
 def test_cross_finetuning_pairs_run_seed_by_seed(smoke_env):
     profile = load_profile("smoke", chapter="cross_finetune", seeds=3)
     profile.values["cross_finetune"]["n_seeds"] = 2

@@ -28,7 +28,8 @@ class LayerChapter(Chapter):
     def compute(self) -> pd.DataFrame:
         """Per task, layer (0 = embeddings .. L) and seed: `dim_sets` random k-dim sets (the dimension grid's
         first ones, so the top layer's runs are shared with it) and all dimensions; the top layer's all-dims run is
-        the reference itself. With `seed_per_set`, set i trains with the profile's seed i (cycling), so a layer's
+        the reference itself; `all_dims_per_layer: false` leaves out the other layers' all-dims runs (a contrast
+        curve beside the paper's k-dims one; the claim's verdict reads the k-dims curve). With `seed_per_set`, set i trains with the profile's seed i (cycling), so a layer's
         runs vary the training seed as well as the dimensions at no extra cost. Layer 0's [CLS] vector is the same
         for every input: it can show only the majority baseline, never what the embeddings hold."""
         sec = self.section
@@ -44,9 +45,11 @@ class LayerChapter(Chapter):
                         set_seed = seeds[(s + i) % len(seeds)] if sec.get("seed_per_set") else seed
                         rec = self.runner.run(self.base(task, layer=at, dims=d, seed=set_seed))
                         rows.append(row(rec, variant=k_variant(k), layer_index=layer, subset=i))
-                    rec = self.baseline(task, seed) if at is None else self.runner.run(self.base(task, layer=at,
-                                                                                                 seed=seed))
-                    rows.append(row(rec, variant=ALL_DIMS_LAYER, layer_index=layer))
+                    if at is None:  # the top layer's all-dims run is the reference: every curve's anchor
+                        rows.append(row(self.baseline(task, seed), variant=ALL_DIMS_LAYER, layer_index=layer))
+                    elif sec.get("all_dims_per_layer", True):
+                        rec = self.runner.run(self.base(task, layer=at, seed=seed))
+                        rows.append(row(rec, variant=ALL_DIMS_LAYER, layer_index=layer))
         return frame(rows)
 
 

@@ -97,8 +97,10 @@ def effect_table(results: dict) -> pd.DataFrame:
         for t in tasks_of(layers):
             r = layers[layers.task == t]
             ref = r[(r.variant == ALL_DIMS_LAYER) & (r.layer_index == top)].score.mean()
-            add(t, f"all dims, layer {top // 2}",
-                r[(r.variant == ALL_DIMS_LAYER) & (r.layer_index == top // 2)].score.mean(), ref)
+            for variant in sorted_unique(r.variant):  # the k-dims curve (and all dims where the profile runs it)
+                mid = r[(r.variant == variant) & (r.layer_index == top // 2)].score
+                add(t, f"{'all dims' if variant == ALL_DIMS_LAYER else variant.replace('k=', '') + ' dims'}, "
+                       f"layer {top // 2}", mid.mean() if len(mid) else math.nan, ref)
     frz = finished(results.get("freezing"))
     for t in tasks_of(frz):
         r = frz[frz.task == t]
