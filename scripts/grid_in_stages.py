@@ -2,8 +2,8 @@
 """Compute a profile's grid headline-first, in stages, so that a partial grid already gives every chapter its main
 comparison: the first seed of the token, freezing and CKA chapters, the cross-fine-tuning pairs and the outliers
 analyses (cheap: cached reference weights), then the dimension and layer chapters (the layer chapter's sets each
-train with their own seed, so it needs three), then more seeds of the headline cells, the cross-fine-tuning seeds
-last. Resumable like `python -m fewdims grid` (finished runs are reused), so it can be stopped and started again over
+train with their own seed, so it needs three), then more seeds of the headline cells (token, freezing,
+cross-fine-tuning), the dimension chapter's seeds last. Resumable like `python -m fewdims grid` (finished runs are reused), so it can be stopped and started again over
 several sittings; SIGTERM or SIGINT stops it with complete records only. --dry-run ends with the whole grid's budget.
 
     python scripts/grid_in_stages.py --profile cpu [--stages token:1,freezing:1,...] [--dry-run]
