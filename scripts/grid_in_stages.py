@@ -1,9 +1,10 @@
 #!/usr/bin/env python
 """Compute a profile's grid headline-first, in stages, so that a partial grid already gives every chapter its main
 comparison: the first seed of the token, freezing and CKA chapters, the cross-fine-tuning pairs and the outliers
-analyses (cheap: cached reference weights), then the dimension and layer chapters (the layer chapter's sets each
-train with their own seed, so it needs three), then more seeds of the headline cells (token, freezing,
-cross-fine-tuning), the dimension chapter's seeds last. Resumable like `python -m fewdims grid` (finished runs are reused), so it can be stopped and started again over
+analyses (cheap: cached reference weights), then the dimension chapter, then more seeds of the headline cells
+(token, freezing, cross-fine-tuning: back to back, because stage B reads the new references' weights from the local
+cache, which a fresh checkout lacks), then the layer chapter (its sets each train with their own seed, so it needs
+three) and the dimension chapter's seeds. Resumable like `python -m fewdims grid` (finished runs are reused), so it can be stopped and started again over
 several sittings; SIGTERM or SIGINT stops it with complete records only. --dry-run ends with the whole grid's budget.
 
     python scripts/grid_in_stages.py --profile cpu [--stages token:1,freezing:1,...] [--dry-run]
@@ -22,8 +23,8 @@ import sys
 import time
 
 # (chapter, how many of the profile's seeds): the headline cells with one seed first, all seeds last
-DEFAULT_STAGES = ("token:1,freezing:1,cka:1,cross_finetune:1,outliers:1,dimension:1,layer:3,token:3,freezing:3,"
-                  "cross_finetune:3,dimension:3")
+DEFAULT_STAGES = ("token:1,freezing:1,cka:1,cross_finetune:1,outliers:1,dimension:1,token:3,freezing:3,"
+                  "cross_finetune:3,layer:3,dimension:3")
 
 
 def _interrupt(signum, frame):
