@@ -60,7 +60,15 @@ deltas (the worst task's is in the JSON). A trainer left out of the sitting read
 the run_glue-style Trainer is left out: the statement line then gives the delta against the tuned Trainer), one
 whose runs all failed reads failed. Every run, the table, the machine (CPU model, cores, torch version, threads,
 load average before and after) and these lines go to bench/results/<date>-<host>.json (rewritten after every run,
-"complete": false until the sitting ends; --out overrides the path), so that the figures stay checkable.
+"complete": false until every planned run has succeeded; --out overrides the path), so that the figures stay checkable.
+
+A full sitting (~4 h) is longer than some machines are lent for. --resume FILE continues an interrupted sitting in
+that file: the same plan (its tasks, sizes, epochs, seeds, trainers, threads, model: read from the file; passing a
+different value is an error), on a machine with the same CPU model and core count (ratios from different CPUs
+would mix), running only the runs not yet done (a failed run is run again; its entry moves to `replaced_runs`).
+Each sitting measures its own matmul peak and load and is listed in `sittings`; fewdims' share of the peak is taken
+per run against its own sitting's peak. Stop a sitting between seeds (its runs are seed-major) and every seed's
+trainers ran side by side on one machine, in one sitting.
 """
 from __future__ import annotations
 
@@ -418,6 +426,45 @@ def parse_trainers(text: str) -> list[str]:
     return trainers
 
 
+# The arguments that make a sitting's plan: a resumed sitting takes them from its file
+PLAN_ARGS = ("tasks", "train_size", "data_seed", "epochs", "batch_size", "lr", "seeds", "max_length", "model",
+             "trainers", "threads", "peak_n", "peak_seconds")
+
+
+def explicit_options(ap: argparse.ArgumentParser, argv: list[str]) -> set[str]:
+    """The dests of the options `argv` names (as --opt VALUE or --opt=VALUE)."""
+    given = set()
+    for action in ap._actions:
+        if any(tok == opt or tok.startswith(opt + "=") for opt in action.option_strings for tok in argv):
+            given.add(action.dest)
+    return given
+
+
+def load_unfinished(path: Path) -> dict:
+    """An interrupted sitting's record, or ValueError saying why it cannot be resumed."""
+    try:
+        record = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ValueError(f"--resume: {path} does not exist (pass the results JSON of an interrupted sitting)")
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"--resume: {path} is not a readable results JSON ({err})")
+    if not isinstance(record, dict) or not all(k in record for k in ("args", "plan", "runs", "machine")):
+        raise ValueError(f"--resume: {path} lacks args, plan, runs or machine: not a bench_training results file")
+    if record.get("complete"):
+        raise ValueError(f"--resume: {path} is a complete sitting; start a new one without --resume")
+    return record
+
+
+def resume_conflicts(stored: dict, current: dict, given: set[str]) -> list[str]:
+    """The plan arguments passed on the command line that differ from the resumed sitting's."""
+    return [f"--{k.replace('_', '-')} {current[k]!r} (the sitting has {stored.get(k)!r})"
+            for k in PLAN_ARGS if k in given and current[k] != stored.get(k)]
+
+
+def same_cpu(a: dict, b: dict) -> bool:
+    return a.get("cpu_model") == b.get("cpu_model") and a.get("cores") == b.get("cores")
+
+
 def plan_runs(seeds: list[int], tasks: list[str], trainers: list[str]) -> list[dict]:
     """Seed-major: for each seed, for each task, every trainer in turn (load drifts fall on all trainers alike)."""
     return [{"seed": seed, "task": task, "trainer": trainer}
@@ -560,9 +607,12 @@ def aggregate(runs: list[dict], tasks: list[str], trainers: list[str], peak_gflo
             row["peak_rss_mb"] = {"max": max(rss) if rss else None, "mean": sum(rss) / len(rss) if rss else None}
             if any("train_gflops_per_s" in r for r in ok):
                 row["train_gflops_per_s"] = mean_std(r.get("train_gflops_per_s") for r in ok)
-                if _finite(peak_gflops) and peak_gflops > 0:
-                    row["share_of_peak"] = mean_std(r["train_gflops_per_s"] / peak_gflops for r in ok
-                                                    if _finite(r.get("train_gflops_per_s")))
+                # each run against its own sitting's peak where it has one (a resumed sitting measures its own)
+                shares = [r["share_of_peak"] if _finite(r.get("share_of_peak")) else
+                          r["train_gflops_per_s"] / peak_gflops for r in ok if _finite(r.get("train_gflops_per_s"))
+                          and (_finite(r.get("share_of_peak")) or (_finite(peak_gflops) and peak_gflops > 0))]
+                if shares:
+                    row["share_of_peak"] = mean_std(shares)
             table[task][trainer] = row
     return table
 
@@ -861,7 +911,24 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="results JSON (default bench/results/<date>-<host>.json)")
     ap.add_argument("--results-dir", default=str(RESULTS_DIR), help=argparse.SUPPRESS)  # where estimates look
     ap.add_argument("--dry-run", action="store_true", help="print the plan and the time estimate, run nothing")
+    ap.add_argument("--resume", default=None, metavar="FILE",
+                    help="continue the interrupted sitting in FILE (its plan; only the runs not yet done)")
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = ap.parse_args(argv)
+    resumed = None
+    if args.resume:
+        if args.out:
+            ap.error("--resume writes to the file it continues: leave out --out")
+        try:
+            resumed = load_unfinished(Path(args.resume))
+        except ValueError as err:
+            ap.error(str(err))
+        conflicts = resume_conflicts(resumed["args"], vars(args), explicit_options(ap, argv))
+        if conflicts:
+            ap.error(f"--resume {args.resume}: these differ from the sitting's plan: {'; '.join(conflicts)}. Leave "
+                     "them out (the plan comes from the file) or start a new sitting without --resume")
+        for key in PLAN_ARGS:
+            setattr(args, key, resumed["args"][key])
 
     try:
         tasks = parse_tasks(args.tasks)
@@ -888,8 +955,13 @@ def main(argv=None) -> int:
 
     started = dt.datetime.now().astimezone()
     host = socket.gethostname()
-    out = Path(args.out) if args.out else default_out_path(started, host)
+    out = Path(args.resume) if resumed else Path(args.out) if args.out else default_out_path(started, host)
     plan = plan_runs(seeds, tasks, trainers)
+    if resumed:  # only the runs not done yet (a failed one again)
+        done = {(r["seed"], r["task"], r["trainer"]) for r in resumed["runs"] if not r.get("error")}
+        print(f"# resuming {out}: {len(done)} of {len(plan)} runs done in {len(resumed.get('sittings') or [1])} "
+              f"sitting(s)", flush=True)
+        plan = [r for r in plan if (r["seed"], r["task"], r["trainer"]) not in done]
     previous, used = previous_rates(Path(args.results_dir), args.model, args.threads, host, exclude=out)
     estimates = [estimate_run_seconds(r, sizes, args.epochs, args.model, args.max_length, previous) for r in plan]
     setup_s = (10.0 if set(trainers) & set(HF_TRAINERS) else 0) + (args.peak_seconds + 10 if "fewdims" in trainers else 0)
@@ -904,12 +976,14 @@ def main(argv=None) -> int:
           f"batch={args.batch_size} lr={args.lr} seeds={','.join(map(str, seeds))} max_length={args.max_length} "
           f"model={args.model} threads={args.threads} glue_dir={glue_dir}", flush=True)
     print(f"# plan: {len(plan)} runs ({len(seeds)} seeds x {len(tasks)} tasks x {len(trainers)} trainers: "
-          f"{','.join(trainers)}), seed-major, each in a fresh process", flush=True)
+          f"{','.join(trainers)}{', those not done yet' if resumed else ''}), seed-major, each in a fresh process",
+          flush=True)
     per_pair = {}
     for (seconds, _), run in zip(estimates, plan):
         per_pair[run["trainer"], run["task"]] = per_pair.get((run["trainer"], run["task"]), 0.0) + seconds
     for trainer in trainers:
-        per_task = ", ".join(f"{task} {_hms(per_pair[trainer, task] / len(seeds))}" for task in tasks)
+        per_task = ", ".join(f"{task} {_hms(per_pair[trainer, task] / len(seeds))}" for task in tasks
+                             if (trainer, task) in per_pair)
         print(f"#   {trainer:22s} per run: {per_task}", flush=True)
     print(f"# estimated total: {_hms(total_est)} (h:mm:ss; from {source}; a busy machine takes longer)", flush=True)
     if "trainer" in trainers and len(trainers) > 1:
@@ -919,14 +993,33 @@ def main(argv=None) -> int:
     if args.dry_run:
         return 0
 
-    record = {"schema": 2, "started": started.isoformat(timespec="seconds"), "finished": None, "complete": False,
-              "args": vars(args), "glue_dir": glue_dir, "machine": machine_info(args.threads),
-              "plan": {"tasks": tasks, "trainers": trainers, "seeds": seeds, "order": "seed-major",
-                       "train_size": sizes_arg, "train_rows": {t: sizes[t][0] for t in tasks},
-                       "eval_rows": {t: sizes[t][1] for t in tasks}, "estimated_s": total_est,
-                       "estimate_from": source},
-              "runs": []}
-    write_record(out, record)
+    machine = machine_info(args.threads)
+    sitting = {"started": started.isoformat(timespec="seconds"), "finished": None, "host": host,
+               "glue_dir": glue_dir, "machine": machine}
+    if resumed:
+        if not same_cpu(resumed["machine"], machine):
+            print(f"bench_training: --resume {out}: this machine has {machine['cores']} x {machine['cpu_model']!r}, "
+                  f"the sitting ran on {resumed['machine'].get('cores')} x {resumed['machine'].get('cpu_model')!r}: "
+                  "its ratios would mix CPUs; start a new sitting without --resume", file=sys.stderr)
+            return 2
+        record = resumed
+        record.setdefault("sittings", [{k: record.get(k) for k in ("started", "finished", "glue_dir", "machine",
+                                                                    "matmul_peak", "sitting_s")}])
+        failed_before = [r for r in record["runs"] if r.get("error")]
+        record["replaced_runs"] = record.get("replaced_runs", []) + failed_before
+        record["runs"] = [r for r in record["runs"] if not r.get("error")]
+        record["sittings"].append(sitting)
+        write_record(out, record)
+    else:
+        record = {"schema": 2, "started": started.isoformat(timespec="seconds"), "finished": None, "complete": False,
+                  "args": {k: v for k, v in vars(args).items() if k != "resume"}, "glue_dir": glue_dir,
+                  "machine": machine,
+                  "plan": {"tasks": tasks, "trainers": trainers, "seeds": seeds, "order": "seed-major",
+                           "train_size": sizes_arg, "train_rows": {t: sizes[t][0] for t in tasks},
+                           "eval_rows": {t: sizes[t][1] for t in tasks}, "estimated_s": total_est,
+                           "estimate_from": source},
+                  "runs": [], "sittings": [sitting]}
+        write_record(out, record)
     print(f"# writing {out} (after every run)", flush=True)
     base = dict(data_seed=args.data_seed, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                 max_length=args.max_length, model=args.model, glue_dir=glue_dir, threads=args.threads)
@@ -940,13 +1033,15 @@ def main(argv=None) -> int:
                 record["other_load_before_peak"] = other_load()
                 peak = in_fresh_process("peak", {"threads": args.threads, "peak_n": args.peak_n,
                                                  "peak_seconds": args.peak_seconds})
-                record["matmul_peak"] = peak
+                sitting["matmul_peak"] = peak
+                record.setdefault("matmul_peak", peak)  # the first sitting's; runs carry their own sitting's share
                 print(f"bf16 matmul peak: {peak['gflops_per_s']:.1f} GFLOP/s ({peak['n']}x{peak['n']}, "
                       f"best of {peak['reps']}, {peak['threads']} threads) "
                       f"other_load_before={_num(record['other_load_before_peak'], '.0%')}", flush=True)
             done_est = 0.0
             for i, (run, (est, _)) in enumerate(zip(plan, estimates), 1):
-                entry = {**run, "index": i, "started": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+                entry = {**run, "index": len(record["runs"]) + 1, "sitting": len(record["sittings"]) - 1,
+                         "started": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
                          "train_size": sizes_arg[run["task"]], "other_load_before": other_load(),
                          "loadavg_before": _loadavg(), "estimated_s": est}
                 t0 = time.perf_counter()
@@ -956,6 +1051,8 @@ def main(argv=None) -> int:
                 except RuntimeError as err:
                     entry["error"] = str(err)
                 entry["process_s"] = time.perf_counter() - t0
+                if _finite(entry.get("train_gflops_per_s")) and sitting.get("matmul_peak"):
+                    entry["share_of_peak"] = entry["train_gflops_per_s"] / sitting["matmul_peak"]["gflops_per_s"]
                 record["runs"].append(entry)
                 write_record(out, record)
                 done_est += est
@@ -968,8 +1065,9 @@ def main(argv=None) -> int:
                     print(f"task={run['task']} trainer={run['trainer']:8s} seed={run['seed']} FAILED (see stderr) "
                           f"{where}", flush=True)
                     continue
-                if entry.get("n_train_trained", entry["n_train"]) != sizes[run["task"]][0]:
-                    print(f"# warning: {run['trainer']} trained on {entry['n_train_trained']} examples per epoch, "
+                trained = entry.get("n_train_trained", entry["n_train"])
+                if trained != sizes[run["task"]][0]:
+                    print(f"# warning: {run['trainer']} trained on {trained} examples per epoch, "
                           f"not the {sizes[run['task']][0]} the Trainers get", flush=True)
                 print(f"task={run['task']} trainer={run['trainer']:8s} seed={run['seed']} "
                       f"train_ex/s={entry['train_examples_per_s']:8.2f} eval_ex/s={entry['eval_examples_per_s']:8.2f} "
@@ -981,15 +1079,20 @@ def main(argv=None) -> int:
             interrupted = True
             print(f"# interrupted after {len(record['runs'])} of {len(plan)} runs; summarizing those", flush=True)
 
-    record["machine"]["loadavg_after"] = _loadavg()
-    record["finished"] = dt.datetime.now().astimezone().isoformat(timespec="seconds")
-    record["sitting_s"] = time.perf_counter() - t_sitting
-    record["complete"] = not interrupted and len(record["runs"]) == len(plan)
+    machine["loadavg_after"] = _loadavg()
+    sitting["finished"] = record["finished"] = dt.datetime.now().astimezone().isoformat(timespec="seconds")
+    sitting["sitting_s"] = time.perf_counter() - t_sitting
+    record["sitting_s"] = sum(s.get("sitting_s") or 0.0 for s in record["sittings"])
+    planned = plan_runs(seeds, tasks, trainers)
+    done = {(r["seed"], r["task"], r["trainer"]) for r in record["runs"] if not r.get("error")}
+    record["complete"] = not interrupted and all((r["seed"], r["task"], r["trainer"]) in done for r in planned)
     record.update(summarize(record))
     write_record(out, record)
 
-    print(f"# sitting took {_hms(record['sitting_s'])} (estimated {_hms(total_est)}); load average before "
-          f"{record['machine']['loadavg_before']}, after {record['machine']['loadavg_after']}", flush=True)
+    print(f"# sitting took {_hms(sitting['sitting_s'])} (estimated {_hms(total_est)}); load average before "
+          f"{machine['loadavg_before']}, after {machine['loadavg_after']}"
+          + (f"; {len(record['sittings'])} sittings in all, {_hms(record['sitting_s'])}" if resumed else ""),
+          flush=True)
     for line in format_table(record["table"]):
         print(line, flush=True)
     for task, c in record["comparisons"].items():

@@ -258,6 +258,79 @@ def test_results_path_json_and_machine_info(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------------------------
+# resuming an interrupted sitting (workers faked: no training)
+# --------------------------------------------------------------------------------------------------------------
+def fake_workers(monkeypatch, stop_after=None, fail=(), peak=1000.0):
+    """bt.in_fresh_process without processes: fake runs; Ctrl-C after `stop_after` training runs; `fail`: the
+    (trainer, seed) pairs whose run raises. Returns the list of training runs asked for."""
+    asked = []
+
+    def worker(kind, params):
+        if kind == "model_dir":
+            return {"model_dir": "unused"}
+        if kind == "peak":
+            return {"gflops_per_s": peak, "n": 8, "reps": 1, "threads": params["threads"]}
+        if stop_after is not None and len(asked) == stop_after:
+            raise KeyboardInterrupt
+        asked.append((params["seed"], params["task"], kind))
+        if (kind, params["seed"]) in fail:
+            raise RuntimeError(f"{kind} worker failed: boom")
+        run = fake_run(params["task"], kind, params["seed"], 0.8)
+        return {k: v for k, v in run.items() if k not in ("task", "trainer", "seed")}
+
+    monkeypatch.setattr(bt, "in_fresh_process", worker)
+    monkeypatch.setattr(bt, "other_load", lambda seconds=2.0: 0.0)
+    return asked
+
+
+def test_an_interrupted_sitting_resumes_with_its_own_plan_and_only_the_runs_left(tmp_path, monkeypatch):
+    glue = write_tiny_glue(tmp_path / "glue")
+    out = tmp_path / "bench.json"
+    common = ["--glue-dir", str(glue), "--results-dir", str(tmp_path)]
+    fake_workers(monkeypatch, stop_after=3, fail={("tuned", 0)})
+    assert bt.main([*common, "--tasks", "sst2", "--train-size", "20", "--seeds", "2", "--epochs", "1",
+                    "--only", "fewdims,tuned", "--out", str(out)]) == 130
+    first = json.loads(out.read_text())
+    assert not first["complete"] and len(first["runs"]) == 3 and first["runs"][1].get("error")
+    # another plan argument than the sitting's, or --out, is an error that names it; nothing is written
+    for extra, says in ((["--epochs", "2"], "--epochs 2"), (["--out", str(out)], "leave out --out")):
+        with pytest.raises(SystemExit):
+            bt.main([*common, "--resume", str(out), *extra])
+        assert json.loads(out.read_text()) == first
+    asked = fake_workers(monkeypatch, peak=500.0)
+    assert bt.main([*common, "--resume", str(out), "--seeds", "2"]) == 0  # the sitting's own value: fine
+    assert asked == [(0, "sst2", "tuned"), (1, "sst2", "tuned")]  # the failed run again, then the one never run
+    done = json.loads(out.read_text())
+    assert done["complete"] and len(done["sittings"]) == 2 and len(done["replaced_runs"]) == 1
+    assert [(r["seed"], r["trainer"], r["sitting"]) for r in done["runs"]] == \
+        [(0, "fewdims", 0), (1, "fewdims", 0), (0, "tuned", 1), (1, "tuned", 1)]
+    # each fewdims run against its own sitting's peak (50 + seed GFLOP/s over 1000)
+    assert done["table"]["sst2"]["fewdims"]["share_of_peak"]["mean"] == pytest.approx(0.0505)
+    with pytest.raises(SystemExit):  # a complete sitting cannot be resumed
+        bt.main([*common, "--resume", str(out)])
+
+
+def test_resume_refuses_another_cpu_and_unreadable_files(tmp_path, monkeypatch, capsys):
+    glue = write_tiny_glue(tmp_path / "glue")
+    out = tmp_path / "bench.json"
+    common = ["--glue-dir", str(glue), "--results-dir", str(tmp_path)]
+    fake_workers(monkeypatch, stop_after=1)
+    bt.main([*common, "--tasks", "sst2", "--train-size", "20", "--seeds", "1", "--only", "fewdims,tuned",
+             "--out", str(out)])
+    record = json.loads(out.read_text())
+    record["machine"]["cpu_model"] = "another CPU"
+    out.write_text(json.dumps(record))
+    fake_workers(monkeypatch)
+    assert bt.main([*common, "--resume", str(out)]) == 2
+    assert "would mix CPUs" in capsys.readouterr().err
+    assert json.loads(out.read_text()) == record
+    (tmp_path / "bad.json").write_text("{not json")
+    for path in (tmp_path / "bad.json", tmp_path / "missing.json"):
+        with pytest.raises(SystemExit):
+            bt.main([*common, "--resume", str(path)])
+
+
+# --------------------------------------------------------------------------------------------------------------
 # end to end (tiny model, tiny fixture; every run a fresh interpreter, so ~2 minutes on a small machine)
 # --------------------------------------------------------------------------------------------------------------
 @pytest.mark.slow
