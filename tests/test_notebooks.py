@@ -443,6 +443,10 @@ def test_layer_claim_with_predictions():
     assert flat["verdict"] == verdicts.NOT_SUPPORTED
     noisy_ = layer_chapter.layer_claim(layer_pred_frame([0.5, 0.86, 0.87, 0.875, 0.9], n=300))
     assert noisy_["verdict"] == verdicts.INCONCLUSIVE
+    # without all-dims runs below the top layer (the cpu edition): the same verdict from the k-dims curve
+    frame_ = layer_pred_frame([0.5, 0.6, 0.65, 0.9, 0.9])
+    top_only = layer_chapter.layer_claim(frame_[(frame_.variant == "k=2") | (frame_.layer_index == 4)])
+    assert top_only["verdict"] == verdicts.SUPPORTED and list(top_only["details"].variant) == ["k=2"]
 
 
 def test_layer_claim_on_single_runs():
