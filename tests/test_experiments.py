@@ -169,6 +169,8 @@ def test_dimension_layer_freezing_cross_on_smoke(smoke_env):
     assert {"fine-tuned, linear head", "frozen, 2-layer head", "frozen, linear probe"} == set(frozen["variant"])
     cross = ex.cross_finetune()
     assert len(cross) == 2 and cross["a_after"].notna().all()
+    # A's head after B keeps its per-example predictions: forgetting pairs them with A before's
+    assert all(len(p) == len(a) for p, a in zip(cross["a_after_preds"], cross["a_before_preds"]))
     assert (cross["relative_b"] > 0).all()
 
 

@@ -22,6 +22,7 @@ from .cka import cka_between, cka_matrix, cka_noise_floor, noise_floor_draws
 from .data import DataSource, load_split
 from .heads import Head, pool, predictions_from_logits
 from .metrics import compute_metrics, main_metric
+from .predictions import pack_split
 from .tasks import get_task
 
 
@@ -342,7 +343,7 @@ def retention_analysis(stage_a_config, source=None):
         head = Head(model.head.first.in_features, task_a.num_labels, stage_a_config.head, 0.0, stage_a_config.dims)
         load_weights(stage_a_config, head=head)
         head.to(model.head.first.weight.device).eval()
-        out = {}
+        out, kept = {}, {}
         data_source = DataSource.resolve(source)
         for split in task_a.eval_splits:
             data = load_split(task_a.name, split, data_source)
@@ -351,7 +352,9 @@ def retention_analysis(stage_a_config, source=None):
             with torch.inference_mode():
                 pred = predictions_from_logits(head(feats.to(head.first.weight.device)).float().cpu())
             out[split] = compute_metrics(task_a.name, pred.numpy(), enc.labels)
-        return {"retention": {"task": task_a.name, "main_metric": main_metric(task_a.name), "metrics": out}}
+            kept[split] = pack_split(pred.numpy(), enc.labels)  # A after B, paired with A before per example
+        return {"retention": {"task": task_a.name, "main_metric": main_metric(task_a.name), "metrics": out,
+                              "predictions": kept}}
 
     return Analysis("retention_analysis", run,
                     lambda extra: extra.get("retention", {}).get("task") == stage_a_config.task)

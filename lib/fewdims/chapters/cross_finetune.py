@@ -81,7 +81,7 @@ class CrossFinetuneChapter(Chapter):
 def stage_columns(rec_a: dict, rec_direct_b: dict, retention: dict) -> dict:
     """The columns the claims pair on, beside a stage-B row: direct B's and A-before's per-example predictions and
     labels (None for older records), direct B's seed, A's majority baseline (points), and A's head's predictions
-    after B where the retention analysis stored them (`retention['predictions']`, the record's layout; none yet)."""
+    after B where the retention analysis stored them (`retention['predictions']`: records since 2026-12-03)."""
     b_preds, b_labels = stored_predictions(rec_direct_b)
     a_preds, a_labels = stored_predictions(rec_a)
     after = None
