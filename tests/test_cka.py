@@ -285,7 +285,10 @@ def test_layer_drop_uninformative_task_is_grey_and_not_counted():
     cola["layers"]["layer_drop"] = [{"matthews": 0.0}] * 7
     cola["metric"] = "matthews"
     sst = _entry(_blocks(), _blocks())
-    sst["layers"]["layer_drop"] = [{"accuracy": s / 100} for s in (50, 55, 60, 70, 85, 89.5, 90)]
+    sst["layers"]["layer_drop"] = [{"accuracy": s / 100} for s in (50, 55, 60, 70, 85, 89.6, 90)]
+    labels = np.random.default_rng(0).integers(0, 2, 20000)  # the reference's predictions: 90 % right
+    sst["labels"] = labels
+    sst["preds"] = np.where(np.random.default_rng(1).random(20000) < 0.9, labels, 1 - labels)
     cka = {"CoLA": cola, "SST-2": sst}
     majority = {"CoLA": 0.0, "SST-2": 50.9}
     table = chapter.layer_drop_table(cka, majority)

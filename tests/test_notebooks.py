@@ -596,12 +596,23 @@ def block_matrix(n=7, split=4, within=0.9, between=0.3, undefined_first=True):
     return out
 
 
-def cka_entry(finetuned, pretrained, drop_scores, metric="accuracy"):
+def cka_entry(finetuned, pretrained, drop_scores, metric="accuracy", n=20000):
+    """A stored CKA analysis; the reference's dev predictions (n binary examples) score drop_scores[-1]."""
+    labels = (np.random.default_rng(5).random(n) < 0.5).astype(int)
     return {"layers": {"cls": {"finetuned": finetuned, "pretrained": pretrained,
                                "pretrained_vs_finetuned": [None] + [0.9] * (len(finetuned) - 1)},
                        "layer_drop": [{metric: s / 100} for s in drop_scores],
                        "params": {"representations": ["cls", "mean"]}},
-            "score": drop_scores[-1], "metric": metric, "key": "x"}
+            "score": drop_scores[-1], "metric": metric, "key": "x",
+            "preds": exactly(labels, drop_scores[-1] / 100, 6), "labels": labels}
+
+
+def exactly(labels, accuracy, seed):
+    """Binary predictions right on exactly round(accuracy * n) random examples."""
+    wrong = np.random.default_rng(seed).permutation(len(labels))[:int(round((1 - accuracy) * len(labels)))]
+    out = np.array(labels, copy=True)
+    out[wrong] = 1 - out[wrong]
+    return out
 
 
 def test_block_split_ignores_undefined_layers():
@@ -628,13 +639,33 @@ def test_cka_block_verdicts():
 
 def test_layer_drop_verdicts():
     m = block_matrix()
-    good = {"SST-2": cka_entry(m, m, [50, 55, 60, 70, 85, 89.5, 90])}
+    good = {"SST-2": cka_entry(m, m, [50, 55, 60, 70, 85, 89.6, 90])}
     c = cka_chapter.layer_drop_claim(good, majority={"SST-2": 50.9})
-    assert c["verdict"] == verdicts.SUPPORTED and "1 of 6" in c["measured"]
+    assert c["verdict"] == verdicts.SUPPORTED and "1 of 6 layers droppable" in c["measured"]
+    assert "bootstrap of the full model only" in c["measured"]  # no per-depth predictions stored
     table = cka_chapter.layer_drop_table(good)
     assert table.droppable.iloc[0] == 1 and list(table.layers_kept) == list(range(7))
+    top = table[table.layers_kept == 5].iloc[0]
+    assert top.difference_low < -0.4 < top.difference_high and top.difference_low > -1  # within the margin
+    # a loss the dev set cannot tell from the margin: inconclusive; none stored at all: inconclusive too
+    near = {"SST-2": cka_entry(m, m, [50, 55, 60, 70, 85, 89.0, 90], n=2000)}
+    assert cka_chapter.layer_drop_claim(near)["verdict"] == verdicts.INCONCLUSIVE
+    bare = {"SST-2": {**good["SST-2"], "preds": None, "labels": None}}
+    assert cka_chapter.layer_drop_claim(bare)["verdict"] == verdicts.INCONCLUSIVE
     bad = {"RTE": cka_entry(m, m, [50, 55, 60, 70, 85, 80, 90]), **good}
     assert cka_chapter.layer_drop_claim(bad)["verdict"] == verdicts.PARTLY
+
+    # per-depth predictions stored (records since 2026-12-03): the interval is paired over the examples
+    from fewdims.predictions import pack
+
+    entry = cka_entry(m, m, [50, 55, 60, 70, 85, 90, 90], n=2000)
+    full = entry["preds"]
+    depths = [exactly(entry["labels"], s / 100, 10 + i) for i, s in enumerate([50, 55, 60, 70, 85])]
+    entry["layers"]["layer_drop_predictions"] = [pack(p) for p in depths + [full.copy(), full]]
+    paired = cka_chapter.layer_drop_table({"SST-2": entry})
+    top = paired[paired.layers_kept == 5].iloc[0]
+    assert top.difference == 0 and top.difference_low == top.difference_high == 0  # the same predictions
+    assert top.interval.startswith("paired") and top.droppable == 1
     flat = {"SST-2": cka_entry(m, m, [50.9] * 7)}
     assert cka_chapter.layer_drop_claim(flat, majority={"SST-2": 50.9})["verdict"] == verdicts.NOT_TESTED
     assert cka_chapter.layer_drop_claim({})["verdict"] == verdicts.NOT_TESTED

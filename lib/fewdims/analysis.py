@@ -22,7 +22,7 @@ from .cka import cka_between, cka_matrix, cka_noise_floor, noise_floor_draws
 from .data import DataSource, load_split
 from .heads import Head, pool, predictions_from_logits
 from .metrics import compute_metrics, main_metric
-from .predictions import pack_split
+from .predictions import pack, pack_split
 from .tasks import get_task
 
 
@@ -195,7 +195,9 @@ def layer_analysis(n_examples: int, representations=("cls", "mean"), debiased: b
                   "debiased": debiased, "split": rep_split, "drop_split": drop_split, "sizes": sizes(reps)}
         if wants_tokens:
             params["tokens_requested"] = n_tokens
-        out = {"params": params, "layer_drop": [compute_metrics(task.name, p, labels) for p in preds]}
+        out = {"params": params, "layer_drop": [compute_metrics(task.name, p, labels) for p in preds],
+               # per depth, for the paired interval of each truncated model against the full one
+               "layer_drop_predictions": [pack(np.asarray(p)) for p in preds]}
         for r in representations:
             out[r] = {"finetuned": _nan_to_none(safe_cka_matrix(reps[r], debiased)),
                       "pretrained": _nan_to_none(safe_cka_matrix(pre[r], debiased)),

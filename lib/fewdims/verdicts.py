@@ -52,7 +52,7 @@ CROSS_MARGIN = 2.0         # B after A "scores like" B directly: the difference'
 RETENTION_MARGIN = 0.10    # "little forgetting": A's normalised retention after B has its interval above 0.90
 N_BOOT = 1000              # bootstrap resamples of every interval (seed 0: the same resamples for every comparison)
 BLOCK_CONTRAST = 0.10      # CKA: best two-block split's within-minus-between mean similarity >= 0.10 = a block
-DROP_POINTS = 1.0          # layer dropping: a top layer is "droppable" if the score stays within 1 point of full
+DROP_POINTS = 1.0          # layer dropping: a top layer is "droppable" if its loss's interval lies above -1 point
 MOST = 0.5                 # "most tasks" = more than half of the informative tasks
 # The four GLUE tasks with the smallest training sets (2.5k-8.5k examples), on which BERT-base has its lowest dev
 # scores: the "harder" tasks of the freezing claim. The other tasks are the "easier" ones.
@@ -112,7 +112,9 @@ def thresholds() -> pd.DataFrame:
                       "above the noise floor's 95th percentile (independent data at the same n and width), and a "
                       "contrast stronger than the pretrained model's",
          "the book's choice; the floor: Kornblith et al. 2019 / Nguyen et al. 2021"),
-        ("droppable top layer", f"dev score within {DROP_POINTS:g} point of the full model", "the book's choice"),
+        ("droppable top layer", f"the interval of (truncated minus full model) lies above −{DROP_POINTS:g} point; "
+                                "droppable layers count from the top while each one's does",
+         "the book's choice"),
     ]
     return pd.DataFrame(rows, columns=["term", "rule", "why this value"]).set_index("term")
 
