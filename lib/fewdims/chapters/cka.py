@@ -11,7 +11,7 @@ import pandas as pd
 
 from .. import stats, verdicts
 from ..cka import best_split, block_means, cka_noise_floor, noise_floor_draws
-from ..comparisons import FAILS, HOLDS, NOT_WORSE, UNDECIDED, aggregate, interval_cell, outcome, tally
+from ..comparisons import HOLDS, NOT_WORSE, aggregate, interval_cell, outcome, tally
 from ..errors import FewdimsError
 from ..metrics import compute_metrics, main_metric
 from ..predictions import unpack
