@@ -195,7 +195,7 @@ def test_corrupt_record_is_reported_not_reused(smoke_env):
 
 
 def test_cost_model_is_calibrated_from_stored_timings():
-    from fewdims.runner import estimate_seconds, measured_throughput
+    from fewdims.runner import estimate_seconds, measured_throughput, overhead_seconds, work_tokens
 
     profile = load_profile("cpu", task="sst2")
     config = profile.base_config("sst2")
@@ -203,7 +203,7 @@ def test_cost_model_is_calibrated_from_stored_timings():
 
     def rec(rate, env=None, cfg=config, device="cpu"):
         return {"config": cfg.to_dict(), "environment": env or {},
-                "timings": {"device": device, "total_s": estimate_seconds(cfg, 1.0) / rate}}
+                "timings": {"device": device, "total_s": overhead_seconds(cfg) + work_tokens(cfg) / rate}}
 
     # four runs at 2,000 tokens/s and one on a busy machine 5x slower; other models and devices ignored
     records = [rec(r) for r in (2000, 2000, 2000, 2000, 400)]
@@ -215,18 +215,23 @@ def test_cost_model_is_calibrated_from_stored_timings():
     # once three runs are known quiet, only they count (their median), and the busy ones are left out
     records += [rec(r, quiet) for r in (1000, 1200, 1400)] + [rec(100, busy)]
     calibration = measured_throughput(records, "minilm")
-    assert calibration.rate(config) == pytest.approx(1200) and "median of 3 quiet runs" in calibration.note("minilm")
+    pooled = 3 / (1 / 1000 + 1 / 1200 + 1 / 1400)  # their work over their time: the rates' harmonic mean
+    assert calibration.rate(config) == pytest.approx(pooled) and "pooled over 3 quiet runs" in calibration.note("minilm")
     # a frozen backbone's runs are their own kind: their rate does not move the fine-tuned estimate
     frozen = config.replace(freeze_backbone=True)
     records += [rec(50_000, quiet, cfg=frozen) for _ in range(3)]
     calibration = measured_throughput(records, "minilm")
-    assert calibration.rate(frozen) == pytest.approx(50_000) and calibration.rate(config) == pytest.approx(1200)
+    assert calibration.rate(frozen) == pytest.approx(50_000) and calibration.rate(config) == pytest.approx(pooled)
     # runs at one thread (side by side in a grid of one-thread runs) calibrate the estimate at one thread only
     one_thread = [{**rec(r, quiet), "timings": {**rec(r, quiet)["timings"], "threads": 1}} for r in (700, 800, 900)]
     calibration = measured_throughput(records + one_thread, "minilm")
-    assert calibration.rate(config, threads=1) == pytest.approx(800)
-    assert calibration.rate(config) == pytest.approx(1200) and "1 thread per run" in calibration.note("minilm", 1)
+    assert calibration.rate(config, threads=1) == pytest.approx(3 / (1 / 700 + 1 / 800 + 1 / 900))
+    assert calibration.rate(config) == pytest.approx(pooled) and "1 thread per run" in calibration.note("minilm", 1)
     assert measured_throughput([], "minilm").rate(config) is None
+    # a run truncated after the embeddings: its steps' fixed overhead, not ~0 s
+    embeddings_only = config.replace(layer=0, dims=(1, 2))
+    assert estimate_seconds(embeddings_only, 2000) > overhead_seconds(embeddings_only) > 10
+    assert estimate_seconds(config, 2000) == pytest.approx(overhead_seconds(config) + work_tokens(config) / 2000)
 
 
 def test_runner_reports_measured_compute_of_every_run_it_used(smoke_env):

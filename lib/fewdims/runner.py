@@ -227,21 +227,45 @@ def score(record: dict, split: str | None = None) -> float:
     return 100.0 * record["metrics"][split][task.main_metric]
 
 
-def estimate_seconds(config: RunConfig, tokens_per_s: float | None = None) -> float:
-    """Training + evaluation time from nominal sizes and a throughput in trained tokens per second.
-    Default throughput: MiniLM on this kind of 2-core CPU (bf16) ~ 1,600 tokens/s in training; other models
-    scale by their non-embedding parameter count."""
-    params = NON_EMBEDDING_PARAMS.get(config.model, 85e6)
-    rate = tokens_per_s or 1600.0 * NON_EMBEDDING_PARAMS["minilm"] / params
+# Seconds per optimizer step that do not scale with the encoder's depth (batching, the head, the optimizer, the
+# scheduler): a run that reads layer 0 (embeddings only) still took 17-19 s for its 765 steps at one thread (cpu
+# grid, 2026-12-03), where a per-token rate alone gave 3 s.
+STEP_OVERHEAD_S = 0.022
+
+
+def _train_rows(config: RunConfig) -> int:
     available = TRAIN_ROWS[config.task] - config.holdout_size
-    rows = min(config.train_size or available, available)
+    return min(config.train_size or available, available)
+
+
+def work_tokens(config: RunConfig) -> float:
+    """Token passes through the encoder a run makes (training counts 3x evaluation: forward + backward), scaled by
+    the share of the encoder it runs (a model truncated after layer l)."""
+    rows = _train_rows(config)
     tokens = MEAN_TOKENS[config.task] + 3
     layer_share = 1.0 if config.layer is None else (0.1 + config.layer) / 6.1
     train_passes = rows * config.epochs * (0.0 if config.freeze_backbone else 1.0)
     # with a held-out slice, the slice is scored every epoch and the dev split once (at the chosen epoch)
     eval_passes = (DEV_ROWS[config.task] + config.holdout_size * config.epochs if config.holdout_size
                    else DEV_ROWS[config.task] * config.epochs) + (rows if config.freeze_backbone else 0)
-    return (train_passes * tokens * layer_share + eval_passes * tokens * layer_share / 3.0) / rate
+    return train_passes * tokens * layer_share + eval_passes * tokens * layer_share / 3.0
+
+
+def overhead_seconds(config: RunConfig) -> float:
+    """The optimizer steps' share of a run that does not depend on the encoder (STEP_OVERHEAD_S each); a frozen
+    backbone's head trains on cached features, where it is part of the rate."""
+    if config.freeze_backbone:
+        return 0.0
+    return STEP_OVERHEAD_S * math.ceil(_train_rows(config) / config.batch_size) * config.epochs
+
+
+def estimate_seconds(config: RunConfig, tokens_per_s: float | None = None) -> float:
+    """Training + evaluation time: the steps' fixed overhead plus the encoder's token passes at a throughput in
+    trained tokens per second. Default throughput: MiniLM on this kind of 2-core CPU (bf16) ~ 1,600 tokens/s in
+    training; other models scale by their non-embedding parameter count."""
+    params = NON_EMBEDDING_PARAMS.get(config.model, 85e6)
+    rate = tokens_per_s or 1600.0 * NON_EMBEDDING_PARAMS["minilm"] / params
+    return overhead_seconds(config) + work_tokens(config) / rate
 
 
 # A run had the machine to itself when the 5-minute load at its end was at most this many times the cores: the
@@ -264,7 +288,7 @@ def was_quiet(record: dict) -> bool:
 
 @dataclass
 class Calibration:
-    """Nominal tokens/s per (run kind, threads per run). From quiet runs (median) where a group has enough of them,
+    """Nominal tokens/s per (run kind, threads per run). From quiet runs (pooled) where a group has enough of them,
     else from every stored run of the group (upper quartile: a busy machine only ever slows runs down, while the
     estimator's misfit across tasks spreads rates both ways). A run at one thread beside another (a grid of
     one-thread runs side by side) is its own group: its seconds are longer, the runs per hour higher."""
@@ -289,7 +313,7 @@ class Calibration:
             return "at the nominal 1,600 tokens/s (no stored run of this model to calibrate from)"
         threads = threads or default_threads()
         fits = [(kind, self.by_group.get((kind, threads)) or fit) for kind, fit in sorted(self.by_kind.items())]
-        parts = [f"{kind} {rate:,.0f} tokens/s ({'median of' if quiet else 'upper quartile of'} {n} "
+        parts = [f"{kind} {rate:,.0f} tokens/s ({'pooled over' if quiet else 'upper quartile of'} {n} "
                  f"{'quiet ' if quiet else ''}runs)" for kind, (rate, n, quiet) in fits or [("every", self.pooled)]]
         return f"at {'; '.join(parts)}, {threads} thread{'s' if threads > 1 else ''} per run, from stored {model} runs"
 
@@ -300,10 +324,11 @@ def default_threads() -> int:
 
 
 def measured_throughput(records: list[dict], model: str) -> Calibration:
-    """The cost model's calibration from stored CPU runs of `model`: each run's estimate at 1 token/s over its
-    measured seconds, per run kind and thread count; quiet runs (`was_quiet`) only where a group has
-    `MIN_CALIBRATION_RUNS` of them."""
-    points: dict[tuple, list[tuple[float, bool]]] = {}
+    """The cost model's calibration from stored CPU runs of `model`: each run's token passes over its measured
+    seconds less the steps' fixed overhead, per run kind and thread count; quiet runs (`was_quiet`) only where a
+    group has `MIN_CALIBRATION_RUNS` of them, pooled (their token passes over their seconds, so that the estimate of
+    a whole grid matches its measured total: the median rate ran ~10 % fast on the long-sequence tasks)."""
+    points: dict[tuple, list[tuple[float, float, bool]]] = {}  # (token passes, encoder seconds, quiet?)
     for record in records:
         timings = record.get("timings") or {}
         if record.get("config", {}).get("model") != model or timings.get("device") != "cpu" \
@@ -314,13 +339,14 @@ def measured_throughput(records: list[dict], model: str) -> Calibration:
         except (FewdimsError, TypeError):  # a record of an older config schema: not a calibration point
             continue
         group = (run_kind(config), int(timings.get("threads") or default_threads()))
-        points.setdefault(group, []).append((estimate_seconds(config, 1.0) / timings["total_s"], was_quiet(record)))
+        encoder_s = max(timings["total_s"] - overhead_seconds(config), 0.1 * timings["total_s"])
+        points.setdefault(group, []).append((work_tokens(config), encoder_s, was_quiet(record)))
 
-    def fit(found: list[tuple[float, bool]]) -> tuple | None:
-        quiet = [r for r, q in found if q]
+    def fit(found: list[tuple[float, float, bool]]) -> tuple | None:
+        quiet = [(w, t) for w, t, q in found if q]
         if len(quiet) >= MIN_CALIBRATION_RUNS:
-            return float(np.median(quiet)), len(quiet), True
-        return (float(np.quantile([r for r, _ in found], 0.75)), len(found), False) if found else None
+            return sum(w for w, _ in quiet) / sum(t for _, t in quiet), len(quiet), True
+        return (float(np.quantile([w / t for w, t, _ in found], 0.75)), len(found), False) if found else None
 
     kinds = {kind for kind, _ in points}
     by_kind = {kind: fit([p for (k, _), found in points.items() if k == kind for p in found]) for kind in kinds}
