@@ -913,6 +913,10 @@ def main(argv=None) -> int:
     ap.add_argument("--dry-run", action="store_true", help="print the plan and the time estimate, run nothing")
     ap.add_argument("--resume", default=None, metavar="FILE",
                     help="continue the interrupted sitting in FILE (its plan; only the runs not yet done)")
+    ap.add_argument("--hours", type=float, default=None, metavar="H",
+                    help="end this sitting before a run that would end more than H hours after it started "
+                         "(estimates scaled by how its runs so far compared with theirs); the file stays "
+                         "incomplete and --resume FILE continues it on another day")
     argv = sys.argv[1:] if argv is None else list(argv)
     args = ap.parse_args(argv)
     resumed = None
@@ -939,6 +943,8 @@ def main(argv=None) -> int:
         ap.error(str(err))
     if args.epochs <= 0 or args.batch_size <= 0 or args.threads <= 0:
         ap.error("--epochs, --batch-size and --threads must be positive")
+    if args.hours is not None and not (math.isfinite(args.hours) and args.hours > 0):
+        ap.error(f"--hours must be a positive number of hours, got {args.hours}")
     glue_dir = args.glue_dir or os.environ.get("FEWDIMS_GLUE_DIR") or str(HERE.parent.parent / "shared" / "glue")
     if not Path(glue_dir).is_dir():
         ap.error(f"GLUE directory {glue_dir} does not exist; pass --glue-dir or set FEWDIMS_GLUE_DIR")
@@ -1009,6 +1015,7 @@ def main(argv=None) -> int:
         record["replaced_runs"] = record.get("replaced_runs", []) + failed_before
         record["runs"] = [r for r in record["runs"] if not r.get("error")]
         record["sittings"].append(sitting)
+        record.pop("stopped", None)  # an earlier sitting's --hours stop
         write_record(out, record)
     else:
         record = {"schema": 2, "started": started.isoformat(timespec="seconds"), "finished": None, "complete": False,
@@ -1025,6 +1032,7 @@ def main(argv=None) -> int:
                 max_length=args.max_length, model=args.model, glue_dir=glue_dir, threads=args.threads)
     t_sitting = time.perf_counter()
     interrupted = False
+    stopped_at_limit = 0  # runs left unrun by --hours
     with tempfile.TemporaryDirectory(prefix="fewdims-bench-") as scratch:
         try:
             if set(trainers) & set(HF_TRAINERS):
@@ -1038,8 +1046,19 @@ def main(argv=None) -> int:
                 print(f"bf16 matmul peak: {peak['gflops_per_s']:.1f} GFLOP/s ({peak['n']}x{peak['n']}, "
                       f"best of {peak['reps']}, {peak['threads']} threads) "
                       f"other_load_before={_num(record['other_load_before_peak'], '.0%')}", flush=True)
-            done_est = 0.0
+            done_est = elapsed_runs = 0.0  # the finished runs' estimates and measured seconds (for --hours)
             for i, (run, (est, _)) in enumerate(zip(plan, estimates), 1):
+                if args.hours is not None:
+                    elapsed = time.perf_counter() - t_sitting
+                    pace = elapsed_runs / done_est if done_est > 0 else 1.0  # measured over estimated so far
+                    if elapsed + est * pace > args.hours * 3600:
+                        stopped_at_limit = len(plan) - i + 1
+                        print(f"# --hours {args.hours:g}: the next run ({run['trainer']} {run['task']} seed "
+                              f"{run['seed']}, ~{_hms(est * pace)}) would end past the limit after "
+                              f"{_hms(elapsed)}; {stopped_at_limit} runs left: continue with --resume {out}",
+                              flush=True)
+                        break
+                run_t0 = time.perf_counter()
                 entry = {**run, "index": len(record["runs"]) + 1, "sitting": len(record["sittings"]) - 1,
                          "started": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
                          "train_size": sizes_arg[run["task"]], "other_load_before": other_load(),
@@ -1056,6 +1075,7 @@ def main(argv=None) -> int:
                 record["runs"].append(entry)
                 write_record(out, record)
                 done_est += est
+                elapsed_runs += time.perf_counter() - run_t0
                 elapsed = time.perf_counter() - t_sitting
                 left = sum(e for e, _ in estimates[i:]) * (elapsed / max(done_est, 1e-9))
                 where = f"[{i}/{len(plan)} {_hms(elapsed)} elapsed, ~{_hms(left)} left]"
@@ -1085,6 +1105,8 @@ def main(argv=None) -> int:
     record["sitting_s"] = sum(s.get("sitting_s") or 0.0 for s in record["sittings"])
     planned = plan_runs(seeds, tasks, trainers)
     done = {(r["seed"], r["task"], r["trainer"]) for r in record["runs"] if not r.get("error")}
+    if stopped_at_limit:
+        sitting["stopped"] = record["stopped"] = f"--hours {args.hours:g}: {stopped_at_limit} runs left for --resume"
     record["complete"] = not interrupted and all((r["seed"], r["task"], r["trainer"]) in done for r in planned)
     record.update(summarize(record))
     write_record(out, record)

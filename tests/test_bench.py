@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -308,6 +309,37 @@ def test_an_interrupted_sitting_resumes_with_its_own_plan_and_only_the_runs_left
     assert done["table"]["sst2"]["fewdims"]["share_of_peak"]["mean"] == pytest.approx(0.0505)
     with pytest.raises(SystemExit):  # a complete sitting cannot be resumed
         bt.main([*common, "--resume", str(out)])
+
+
+def test_hours_ends_the_sitting_before_a_run_that_would_pass_the_limit(tmp_path, monkeypatch, capsys):
+    glue = write_tiny_glue(tmp_path / "glue")
+    out = tmp_path / "bench.json"
+    common = ["--glue-dir", str(glue), "--results-dir", str(tmp_path)]
+    clock = [0.0]  # each training run takes 3,000 s of a fake clock, against an estimate of 3,600 s
+    monkeypatch.setattr(bt, "time", types.SimpleNamespace(perf_counter=lambda: clock[0], sleep=lambda s: None))
+    monkeypatch.setattr(bt, "estimate_run_seconds", lambda *a, **k: (3600.0, "nominal"))
+    asked = fake_workers(monkeypatch)
+    real_worker = bt.in_fresh_process
+
+    def timed(kind, params):
+        if kind not in ("model_dir", "peak"):
+            clock[0] += 3000.0
+        return real_worker(kind, params)
+
+    monkeypatch.setattr(bt, "in_fresh_process", timed)
+    plan = [*common, "--tasks", "sst2", "--train-size", "20", "--seeds", "2", "--only", "fewdims,tuned"]
+    for bad in ("0", "-1", "nan"):
+        with pytest.raises(SystemExit):
+            bt.main([*plan, "--out", str(out), "--hours", bad])
+    assert not out.exists()
+    # runs 1-2 fit in 2 h (the second at the pace of the first: 3,000 s); a third would end at 9,000 s
+    assert bt.main([*plan, "--out", str(out), "--hours", "2"]) == 0
+    first = json.loads(out.read_text())
+    assert len(asked) == 2 and not first["complete"] and "2 runs left" in first["stopped"]
+    assert f"continue with --resume {out}" in capsys.readouterr().out
+    assert bt.main([*common, "--resume", str(out)]) == 0
+    done = json.loads(out.read_text())
+    assert done["complete"] and len(asked) == 4 and "stopped" not in done
 
 
 def test_resume_refuses_another_cpu_and_unreadable_files(tmp_path, monkeypatch, capsys):
