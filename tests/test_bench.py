@@ -311,6 +311,25 @@ def test_an_interrupted_sitting_resumes_with_its_own_plan_and_only_the_runs_left
         bt.main([*common, "--resume", str(out)])
 
 
+def test_a_resumed_plan_estimates_only_what_is_left_even_when_a_task_is_done(tmp_path, monkeypatch, capsys):
+    # seed-major order: sst2 fewdims, sst2 trainer, rte fewdims, rte trainer; stopped after sst2
+    glue = write_tiny_glue(tmp_path / "glue")
+    out = tmp_path / "bench.json"
+    common = ["--glue-dir", str(glue), "--results-dir", str(tmp_path)]
+    monkeypatch.setattr(bt, "estimate_run_seconds",
+                        lambda run, *a, **k: ({"fewdims": 60.0, "trainer": 600.0}[run["trainer"]], "nominal"))
+    fake_workers(monkeypatch, stop_after=2)
+    assert bt.main([*common, "--tasks", "sst2,rte", "--train-size", "20", "--seeds", "1", "--epochs", "1",
+                    "--trainers", "fewdims,trainer", "--out", str(out)]) == 130
+    capsys.readouterr()
+    asked = fake_workers(monkeypatch)
+    assert bt.main([*common, "--resume", str(out)]) == 0  # was a KeyError on ('trainer', 'sst2')
+    printed = capsys.readouterr().out
+    assert "trainer                per run: rte 0:10:00" in printed and "sst2 0:" not in printed
+    assert "the run_glue-style Trainer is 0:10:00 of it" in printed
+    assert asked == [(0, "rte", "fewdims"), (0, "rte", "trainer")]
+
+
 def test_hours_ends_the_sitting_before_a_run_that_would_pass_the_limit(tmp_path, monkeypatch, capsys):
     glue = write_tiny_glue(tmp_path / "glue")
     out = tmp_path / "bench.json"
