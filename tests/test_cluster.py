@@ -180,8 +180,11 @@ def test_cli_ctrl_c_leaves_complete_records_and_resumes(env, ray):
     cmd = [sys.executable, "-m", "fewdims", "grid", "--profile", "smoke", "--task", "rte", "--experiments",
            *experiments, "--ray", "--workers", "2", "--cpus-per-run", "1"]
     # the driver pauses after each record it writes, so the interrupt surely lands while runs are left
+    # SIGINT's default disposition in the driver, as in a terminal: a shell starts a background job (`make test &`)
+    # with SIGINT ignored, its children inherit that, and Python then never raises KeyboardInterrupt
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True, env={**os.environ, "FEWDIMS_CLUSTER_WRITE_PAUSE_S": "30"})
+                            start_new_session=True, env={**os.environ, "FEWDIMS_CLUSTER_WRITE_PAUSE_S": "30"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while time.time() < deadline and not records(env / "results") and proc.poll() is None:
         time.sleep(0.05)
