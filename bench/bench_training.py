@@ -984,19 +984,17 @@ def main(argv=None) -> int:
     print(f"# plan: {len(plan)} runs ({len(seeds)} seeds x {len(tasks)} tasks x {len(trainers)} trainers: "
           f"{','.join(trainers)}{', those not done yet' if resumed else ''}), seed-major, each in a fresh process",
           flush=True)
-    per_pair, runs_per_pair = {}, {}  # a resumed plan may hold fewer seeds for some pairs than others
+    per_pair = {}  # (trainer, task) -> estimated seconds of its runs; a resumed plan may hold fewer for some pairs
     for (seconds, _), run in zip(estimates, plan):
-        key = run["trainer"], run["task"]
-        per_pair[key] = per_pair.get(key, 0.0) + seconds
-        runs_per_pair[key] = runs_per_pair.get(key, 0) + 1
+        per_pair.setdefault((run["trainer"], run["task"]), []).append(seconds)
     for trainer in trainers:
-        per_task = ", ".join(f"{task} {_hms(per_pair[trainer, task] / runs_per_pair[trainer, task])}" for task in tasks
-                             if (trainer, task) in per_pair)
+        per_task = ", ".join(f"{task} {_hms(sum(per_pair[trainer, task]) / len(per_pair[trainer, task]))}"
+                             for task in tasks if (trainer, task) in per_pair)
         if per_task:  # a resumed sitting may have nothing left for a trainer
             print(f"#   {trainer:22s} per run: {per_task}", flush=True)
     print(f"# estimated total: {_hms(total_est)} (h:mm:ss; from {source}; a busy machine takes longer)", flush=True)
     if "trainer" in trainers and len(trainers) > 1:
-        trainer_s = sum(per_pair.get(("trainer", task), 0.0) for task in tasks)
+        trainer_s = sum(sum(per_pair.get(("trainer", task), [])) for task in tasks)
         print(f"# the run_glue-style Trainer is {_hms(trainer_s)} of it: --trainers "
               f"{','.join(t for t in trainers if t != 'trainer')} leaves it out", flush=True)
     if args.dry_run:
