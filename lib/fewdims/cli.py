@@ -7,6 +7,9 @@
   python -m fewdims grid --profile smoke --ray --workers 2       ... over a local Ray cluster of 2 runs at a time
   python -m fewdims reproduce --profile cpu --runs 2             re-run stored runs and compare their metrics
   python -m fewdims stale --profile cpu                          records not computed by this checkout's training code
+  python -m fewdims verify-code --profile cpu                    after a change to the training code: re-run one
+                                                                 record per code path; if all agree bit for bit,
+                                                                 the old records count as this code's
 """
 from __future__ import annotations
 
@@ -98,6 +101,12 @@ def cmd_stale(args) -> None:
           f"({current['code_fingerprint']}{', dirty tree' if current['dirty'] else ''})")
 
 
+def cmd_verify_code(args) -> None:
+    from .reproduce import verify_code
+
+    sys.exit(0 if verify_code(args.profile, dry_run=args.dry_run, workers=args.workers) or args.dry_run else 1)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="fewdims", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -139,6 +148,12 @@ def main(argv=None) -> None:
     p = sub.add_parser("stale", help="list records computed by other training code than this checkout's")
     p.add_argument("--profile", default="cpu")
     p.set_defaults(func=cmd_stale)
+    p = sub.add_parser("verify-code", help="re-run one stale record per code path; link the old code to this "
+                                           "checkout's when every re-run is identical bit for bit")
+    p.add_argument("--profile", default="cpu")
+    p.add_argument("--dry-run", action="store_true", help="print the records it would re-run, run nothing")
+    p.add_argument("--workers", type=int, default=1, help="re-runs at a time, each in its own process (default 1)")
+    p.set_defaults(func=cmd_verify_code)
     args = parser.parse_args(argv)
     try:
         args.func(args)

@@ -83,10 +83,53 @@ def code_fingerprint() -> dict:
     return {"code_fingerprint": digest.hexdigest()[:16], "dirty": dirty}
 
 
-def stale_records(records: list[dict]) -> list[dict]:
-    """Records computed by other numeric code than this checkout's (or by a dirty tree, or before fingerprints)."""
-    current = code_fingerprint()["code_fingerprint"]
-    return [r for r in records if (r.get("environment") or {}).get("code_fingerprint") != current
+# A change to the numeric modules changes the fingerprint even when it computes exactly what the old code did (a
+# refactor, a comment, a new field in the record). `python -m fewdims verify-code` re-runs stored records of the
+# old code with the new one; when every re-run is bit-for-bit the same, it writes a link old -> new into this
+# file (with the runs it checked), and the old code's records count as this code's. See fewdims.reproduce.
+EQUIVALENCE_FILE = "code-equivalence.json"
+
+
+def equivalence_links(root: str | os.PathLike | None = None) -> list[dict]:
+    """The verified links {'from', 'to', 'checked', ...} of the results root (default results_root())."""
+    path = Path(root if root is not None else results_root()) / EQUIVALENCE_FILE
+    if not path.exists():
+        return []
+    try:
+        links = json.loads(path.read_text())["links"]
+        if not all(isinstance(x, dict) and {"from", "to"} <= set(x) for x in links):
+            raise ValueError("every link needs 'from' and 'to'")
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise CorruptRecordError(f"{path} is corrupt ({err}); restore it from git or delete it (its old "
+                                 "records then count as stale until `python -m fewdims verify-code` links them)")
+    return links
+
+
+def current_fingerprints(root: str | os.PathLike | None = None) -> set[str]:
+    """This checkout's fingerprint and every older one linked to it, directly or through others."""
+    current = {code_fingerprint()["code_fingerprint"]}
+    links = equivalence_links(root)
+    grew = True
+    while grew:
+        before = len(current)
+        current |= {x["from"] for x in links if x["to"] in current}
+        grew = len(current) > before
+    return current
+
+
+def add_equivalence_link(link: dict, root: str | os.PathLike | None = None) -> Path:
+    """Append a verified link (written atomically; the file keeps every earlier link)."""
+    path = Path(root if root is not None else results_root()) / EQUIVALENCE_FILE
+    links = equivalence_links(root) + [link]
+    text = json.dumps({"format": 1, "links": links}, indent=1, sort_keys=True) + "\n"
+    return atomic_write(path, lambda handle: handle.write(text.encode()))
+
+
+def stale_records(records: list[dict], root: str | os.PathLike | None = None) -> list[dict]:
+    """Records computed by other numeric code than this checkout's and not verified equal to it (see
+    current_fingerprints), or by a dirty tree, or before fingerprints."""
+    current = current_fingerprints(root)
+    return [r for r in records if (r.get("environment") or {}).get("code_fingerprint") not in current
             or (r.get("environment") or {}).get("dirty")]
 
 

@@ -6,6 +6,7 @@ cheaper operations (see there). Cached weights and frozen features live in fewdi
 """
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
@@ -311,6 +312,9 @@ def train(config: RunConfig, source=None, *, analyses=(), use_feature_cache: boo
             "eval_examples_per_s": n_eval / max(eval_s, 1e-9), "steps": step,
             "mixed_precision": accelerator.mixed_precision, "device": str(accelerator.device),
             "threads": torch.get_num_threads(),
+            # which training forward computed it: the fast path's switches, or None for the Hugging Face forward
+            # (FEWDIMS_FAST_TRAIN=0, a frozen backbone, a GPU): the two draw different dropout masks
+            "fast_forward": dataclasses.asdict(fast.options) if fast is not None else None,
         },
         data={
             "train": train_data.fingerprint(), "eval": {s: d.fingerprint() for s, d in eval_data.items()},
