@@ -55,7 +55,7 @@ def reproduce(profile: str = "cpu", runs: int = 2, seed: int | None = None, tole
     for record in chosen:
         config = RunConfig.from_dict(record["config"])
         with threads_like(record):
-            result = train(config, source)
+            result = train(config, prof.source)
         for split, stored in record["metrics"].items():
             for name, value in stored.items():
                 new = result.metrics[split][name]
@@ -196,16 +196,17 @@ def verify_code(profile: str = "cpu", dry_run: bool = False, source=None, worker
         raise FewdimsError(f"workers must be at least 1, got {workers}")
     store = ResultStore(profile)
     source = load_profile(profile).source if source is None else source
-    stale = stale_records(store.records())
-    unlinkable = [r for r in stale if not (r.get("environment") or {}).get("code_fingerprint")
-                  or (r.get("environment") or {}).get("dirty")]
-    if unlinkable:
-        print(f"verify-code: {len(unlinkable)} records come from a dirty tree or predate fingerprints: they cannot be "
-              "linked, only recomputed (python -m fewdims stale lists them)")
     by_code: dict[str, list[dict]] = {}
-    for record in stale:
-        if record not in unlinkable:
-            by_code.setdefault(record["environment"]["code_fingerprint"], []).append(record)
+    unlinkable = 0
+    for record in stale_records(store.records()):
+        env = record.get("environment") or {}
+        if env.get("code_fingerprint") and not env.get("dirty"):
+            by_code.setdefault(env["code_fingerprint"], []).append(record)
+        else:
+            unlinkable += 1
+    if unlinkable:
+        print(f"verify-code: {unlinkable} records come from a dirty tree or predate fingerprints: they cannot be "
+              "linked, only recomputed (python -m fewdims stale lists them)")
     if not by_code:
         print(f"verify-code: no {profile} record of other code to verify (current {current['code_fingerprint']})")
         return not unlinkable
