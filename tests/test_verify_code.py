@@ -81,6 +81,7 @@ def test_identical_reruns_link_the_old_code_and_a_different_one_links_nothing(fe
     link = json.loads((fewdims_env["results"] / EQUIVALENCE_FILE).read_text())["links"][0]
     assert link["from"] == "01d0000000000000" and link["to"] == CURRENT and len(link["checked"]) == 2
     assert all(c["identical"] for c in link["checked"])
+    assert sorted(c["code_path"]["frozen"] for c in link["checked"]) == [False, True]
 
     # a record the current code does not reproduce: one dev prediction flipped
     preds = json.loads(json.dumps(tuned["predictions"]))

@@ -77,6 +77,10 @@ def reproduce(profile: str = "cpu", runs: int = 2, seed: int | None = None, tole
 COMPARED = ("metrics", "history", "predictions", "selection")
 
 
+CODE_PATH_FIELDS = ("pooling", "head", "layer", "frozen", "selected_dims", "cross_finetune", "regression",
+                    "heldout_epoch_choice", "standardized_target", "special_tokens_eligible", "precision")
+
+
 def code_path(config: RunConfig) -> tuple:
     """The branches of the training code a run takes: re-running one record of each path exercises them all."""
     from .tasks import get_task
@@ -229,7 +233,7 @@ def verify_code(profile: str = "cpu", dry_run: bool = False, source=None, worker
                   + (f": {', '.join(differ)}" if differ else ""), flush=True)
             checked.append({"record": f"{profile}/{record['config']['task']}/{record['key']}.json", "label": label,
                             "identical": not differ, "seconds": round(outcome["seconds"], 1),
-                            "code_path": repr(code_path(RunConfig.from_dict(record["config"])))})
+                            "code_path": dict(zip(CODE_PATH_FIELDS, code_path(RunConfig.from_dict(record["config"]))))})
         if all(c["identical"] for c in checked):
             path = add_equivalence_link({
                 "from": old, "to": current["code_fingerprint"], "profile": profile, "records_of_old_code": len(records),
