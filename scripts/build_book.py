@@ -85,7 +85,8 @@ def report_stale_records(profile: str) -> None:
         by_reason[reason] = by_reason.get(reason, 0) + 1
     log(f"stale records: {len(stale)} of {len(records)} were not computed by this checkout's training code "
         f"({code_fingerprint()['code_fingerprint']}): " + "; ".join(f"{n} {r}" for r, n in by_reason.items())
-        + " (python -m fewdims stale --profile " + profile + " lists them)")
+        + " (python -m fewdims stale --profile " + profile + " lists them; verify-code links them when the new "
+        "code computes the same)")
 
 
 # -- the table of contents -------------------------------------------------------------------------------------

@@ -414,3 +414,24 @@ def test_bench_training_sitting_ends_with_the_verdict_and_the_summary_line(tmp_p
     assert record["last_line"] == lines[-1] and record["spread_statement"] == lines[-2]
     assert float(LAST_LINE.fullmatch(lines[-1]).group(1)) == pytest.approx(
         record["final"]["speedup_vs_trainer"], abs=0.01)
+
+
+def test_ab_train_step_times_every_variant_and_writes_json(tmp_path):
+    """The A/B step bench on the tiny model: every variant (headroom modifiers included) runs on the same batches
+    and lands in the JSON with its own timings."""
+    glue = write_tiny_glue(tmp_path / "glue")
+    out = tmp_path / "ab.json"
+    variants = ["fast+foldclip", "fast+foldclip+nodropout+noembgrad", "fast+foldclip+nostep", "hf"]
+    env = {**os.environ, "FEWDIMS_CACHE": str(tmp_path / "cache"), "FEWDIMS_PROGRESS": "0"}
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "ab_train_step.py"), "--model", "tiny", "--task", "sst2",
+         "--train-size", "48", "--steps", "5", "--threads", "1", "--glue-dir", str(glue),
+         "--variants", ",".join(variants), "--out", str(out)],
+        capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    record = json.loads(out.read_text())
+    assert record["steps"] == 1  # 48 rows in batches of 32: the first batch warms up, the second is timed
+    assert [r["variant"] for r in record["rows"]] == variants
+    assert all(r["forward_s"] > 0 and r["backward_s"] > 0 and r["wall_s"] > 0 for r in record["rows"])
+    assert record["rows"][0]["speedup_vs_first"] == 1.0 and record["machine"]["threads"] == 1
+    assert record["lines"] == [line for line in proc.stdout.splitlines() if line.split()[0] in variants]

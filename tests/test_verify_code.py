@@ -7,6 +7,7 @@ import json
 import pytest
 
 import fewdims.store as store_module
+from fewdims.cli import main as cli_main
 from fewdims.config import RunConfig
 from fewdims.errors import FewdimsError
 from fewdims.reproduce import code_path, covering_sample, verify_code
@@ -73,11 +74,16 @@ def test_identical_reruns_link_the_old_code_and_a_different_one_links_nothing(fe
     for record in (tuned, frozen):
         _computed_by(store, record, "01d0000000000000")
     assert len(stale_records(store.records())) == 2
+    cli_main(["stale", "--profile", "verify"])
+    out = capsys.readouterr().out
+    assert "2 of 2 verify records were not computed" in out and "python -m fewdims verify-code" in out
 
     assert verify_code("verify", source=tiny_glue)
     out = capsys.readouterr().out
     assert "re-running 2 (one per code path" in out and "linked 01d0000000000000 -> " + CURRENT in out
     assert stale_records(store.records()) == []
+    cli_main(["stale", "--profile", "verify"])
+    assert capsys.readouterr().out.startswith("0 of 2 verify records")
     link = json.loads((fewdims_env["results"] / EQUIVALENCE_FILE).read_text())["links"][0]
     assert link["from"] == "01d0000000000000" and link["to"] == CURRENT and len(link["checked"]) == 2
     assert all(c["identical"] for c in link["checked"])

@@ -99,6 +99,10 @@ def cmd_stale(args) -> None:
         print(f"{record.get('label', record.get('key'))}: {why} ({record.get('created', 'date unknown')})")
     print(f"{len(stale)} of {len(records)} {args.profile} records were not computed by this checkout's training code "
           f"({current['code_fingerprint']}{', dirty tree' if current['dirty'] else ''})")
+    if stale:
+        print(f"if the change computes exactly what the old code did: commit it, then `python -m fewdims verify-code "
+              f"--profile {args.profile}` links the old code's records to it; else recompute them "
+              f"(`python -m fewdims grid --profile {args.profile}` after deleting them)")
 
 
 def cmd_verify_code(args) -> None:
