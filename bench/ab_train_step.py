@@ -103,14 +103,12 @@ def main():
         t_fwd = time.perf_counter()
         accelerator.backward(loss)
         t_bwd = time.perf_counter()
-        if "+nostep" in variant:
-            pass
-        elif "+foldclip" in variant:
-            ft.clip_in_optimizer(optimizer.optimizer, trainable, 1.0)
-            optimizer.step()
-        else:
-            optimizer.optimizer.grad_scale = None
-            accelerator.clip_grad_norm_(model.parameters(), 1.0)
+        if "+nostep" not in variant:
+            if "+foldclip" in variant:
+                ft.clip_in_optimizer(optimizer.optimizer, trainable, 1.0)
+            else:
+                optimizer.optimizer.grad_scale = None
+                accelerator.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         t_end = time.perf_counter()

@@ -12,6 +12,7 @@ torch is imported only where tensors are read or written, so the result store (w
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -30,6 +31,20 @@ WEIGHT_PARTS = ("backbone", "head")
 
 def cache_root() -> Path:
     return Path(os.environ.get("FEWDIMS_CACHE", Path(__file__).resolve().parents[2] / "data" / "cache"))
+
+
+@contextlib.contextmanager
+def cache_root_at(path: str | os.PathLike):
+    """Point FEWDIMS_CACHE (and so cache_root()) at `path` inside the block; the earlier setting afterwards."""
+    before = os.environ.get("FEWDIMS_CACHE")
+    os.environ["FEWDIMS_CACHE"] = str(path)
+    try:
+        yield Path(path)
+    finally:
+        if before is None:
+            os.environ.pop("FEWDIMS_CACHE", None)
+        else:
+            os.environ["FEWDIMS_CACHE"] = before
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:

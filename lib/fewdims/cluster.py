@@ -235,7 +235,7 @@ def run_grid(profile, experiments=None, *, address: str | None = None, workers: 
     uses the Ray instance this process has already started. shared_cache: the cache directory every worker reads
     and writes (default $FEWDIMS_CACHE or data/cache: right for a local cluster). max_runs: stop after that many
     records (then run again to go on). hook(config): called on the worker before each run (tests)."""
-    from .cache import cache_root
+    from .cache import cache_root, cache_root_at
     from .cli import GRID_ORDER
     from .store import ResultStore
 
@@ -246,8 +246,8 @@ def run_grid(profile, experiments=None, *, address: str | None = None, workers: 
     if max_runs is not None and max_runs < 1:
         raise FewdimsError(f"--max-runs must be at least 1, got {max_runs}")
     cache = Path(shared_cache).expanduser().resolve() if shared_cache else cache_root().resolve()
-    env_before = os.environ.get("FEWDIMS_CACHE")
-    os.environ["FEWDIMS_CACHE"] = str(cache)  # the driver checks stage-A weights where the workers write them
+    restore = contextlib.ExitStack()
+    restore.enter_context(cache_root_at(cache))  # the driver checks stage-A weights where the workers write them
     report = GridReport()
     t0 = time.perf_counter()
     started = False
@@ -341,10 +341,7 @@ def run_grid(profile, experiments=None, *, address: str | None = None, workers: 
     finally:
         if started:
             ray.shutdown()
-        if env_before is None:
-            os.environ.pop("FEWDIMS_CACHE", None)
-        else:
-            os.environ["FEWDIMS_CACHE"] = env_before
+        restore.close()
         report.wall_s = time.perf_counter() - t0
     return report
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import random
 import tempfile
 import time
@@ -103,26 +102,27 @@ def _cost(record: dict, store) -> float:
 
 def covering_sample(records: list[dict], store) -> list[dict]:
     """The cheapest record of each code path among `records` (in path order)."""
-    best: dict[tuple, dict] = {}
+    best: dict[tuple, tuple[float, dict]] = {}  # path -> (cost, record)
     for record in records:
-        path = code_path(RunConfig.from_dict(record["config"]))
-        if path not in best or _cost(record, store) < _cost(best[path], store):
-            best[path] = record
-    return [best[p] for p in sorted(best, key=repr)]
+        path, cost = code_path(RunConfig.from_dict(record["config"])), _cost(record, store)
+        if path not in best or cost < best[path][0]:
+            best[path] = cost, record
+    return [best[p][1] for p in sorted(best, key=repr)]
+
+
+def _without_source(value):
+    """`value` with every 'source' key left out, at any depth (where the data lay, not what it held)."""
+    if isinstance(value, dict):
+        return {k: _without_source(v) for k, v in value.items() if k != "source"}
+    return value
 
 
 def _comparable(fields: dict) -> dict:
     """The compared fields as the store writes them (JSON), data fingerprints without where the data lay."""
     from .store import _jsonable
 
-    out = json.loads(json.dumps({k: fields.get(k) for k in (*COMPARED, "data")}, default=_jsonable))
-    for split in (out.get("data") or {}).values():
-        if isinstance(split, dict):
-            split.pop("source", None)
-            for part in split.values():
-                if isinstance(part, dict):
-                    part.pop("source", None)
-    return out
+    return _without_source(json.loads(json.dumps({k: fields.get(k) for k in (*COMPARED, "data")},
+                                                 default=_jsonable)))
 
 
 def rerun_differences(record: dict, source, keep_weights: bool = False) -> list[str]:
@@ -144,16 +144,10 @@ def rerun_differences(record: dict, source, keep_weights: bool = False) -> list[
 @contextlib.contextmanager
 def _scratch_cache():
     """A fresh FEWDIMS_CACHE: frozen features and stage-A weights are recomputed by this code, not read back."""
-    before = os.environ.get("FEWDIMS_CACHE")
-    with tempfile.TemporaryDirectory(prefix="fewdims-verify-") as tmp:
-        os.environ["FEWDIMS_CACHE"] = tmp
-        try:
-            yield
-        finally:
-            if before is None:
-                os.environ.pop("FEWDIMS_CACHE", None)
-            else:
-                os.environ["FEWDIMS_CACHE"] = before
+    from .cache import cache_root_at
+
+    with tempfile.TemporaryDirectory(prefix="fewdims-verify-") as tmp, cache_root_at(tmp):
+        yield
 
 
 def _verify_one(record: dict, stage_a: dict | None, source) -> dict:

@@ -90,9 +90,13 @@ def code_fingerprint() -> dict:
 EQUIVALENCE_FILE = "code-equivalence.json"
 
 
+def _equivalence_path(root: str | os.PathLike | None) -> Path:
+    return Path(root if root is not None else results_root()) / EQUIVALENCE_FILE
+
+
 def equivalence_links(root: str | os.PathLike | None = None) -> list[dict]:
     """The verified links {'from', 'to', 'checked', ...} of the results root (default results_root())."""
-    path = Path(root if root is not None else results_root()) / EQUIVALENCE_FILE
+    path = _equivalence_path(root)
     if not path.exists():
         return []
     try:
@@ -119,7 +123,7 @@ def current_fingerprints(root: str | os.PathLike | None = None) -> set[str]:
 
 def add_equivalence_link(link: dict, root: str | os.PathLike | None = None) -> Path:
     """Append a verified link (written atomically; the file keeps every earlier link)."""
-    path = Path(root if root is not None else results_root()) / EQUIVALENCE_FILE
+    path = _equivalence_path(root)
     links = equivalence_links(root) + [link]
     text = json.dumps({"format": 1, "links": links}, indent=1, sort_keys=True) + "\n"
     return atomic_write(path, lambda handle: handle.write(text.encode()))
